@@ -1,0 +1,5 @@
+import sys
+
+from camtrap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,254 @@
+"""`camtrap` command line: run, check, classify, replay, fetch-model, bench.
+
+Exit status 2 means the input was wrong (config, model, files): the message says what and where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from camtrap.config import Config, ConfigError, ModelConfig, load_config
+
+log = logging.getLogger("camtrap")
+
+EXIT_USAGE = 2
+
+
+def default_config() -> Path:
+    return Path(os.environ.get("CAMTRAP_CONFIG", "config.yaml"))
+
+
+def _fail(message: str) -> int:
+    print(f"camtrap: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _load(path: Path) -> Config:
+    return load_config(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.config}: OK ({len(cfg.cameras)} camera(s))")
+    return 0
+
+
+def _classifier(model_cfg: ModelConfig):
+    from camtrap.classifier import Classifier
+
+    return Classifier(model_cfg)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from camtrap.logs import setup_logging
+    from camtrap.model import ModelError
+    from camtrap.service import run_daemon
+
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+    setup_logging(cfg.logging)
+    try:
+        classifier = _classifier(cfg.model)
+        classifier.warm_up()
+    except ModelError as exc:
+        return _fail(str(exc))
+    try:
+        return run_daemon(cfg, classifier)
+    except ValueError as exc:  # species names in visits.* that the model does not know
+        return _fail(f"{args.config}: {exc}")
+    except OSError as exc:
+        return _fail(str(exc))
+
+
+def cmd_fetch_model(args: argparse.Namespace) -> int:
+    from camtrap.model import ModelError, resolve_checkpoint
+
+    try:
+        cfg = _load(args.config)
+        path = resolve_checkpoint(cfg.model, progress=True)
+    except ConfigError as exc:
+        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+    except ModelError as exc:
+        return _fail(str(exc))
+    print(path)
+    return 0
+
+
+def _model_config(args: argparse.Namespace) -> ModelConfig:
+    """The config file's model section when there is one, else the defaults."""
+    model = ModelConfig()
+    if args.config.exists():
+        model = _load(args.config).model
+    if args.model is not None:
+        model = model.model_copy(update={"path": args.model.resolve()})
+    return model
+
+
+def read_image(path: Path, size: int):
+    """RGB uint8 at the model's size: greyscale, palette and RGBA are converted."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    except FileNotFoundError:
+        raise OSError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise OSError(f"{path}: not an image (JPEG or PNG expected)") from None
+    except OSError as exc:
+        raise OSError(f"{path}: cannot read image: {exc}") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from camtrap.model import ModelError
+
+    try:
+        model_cfg = _model_config(args).model_copy(update={"top_k": args.top})
+        classifier = _classifier(model_cfg)
+    except ConfigError as exc:
+        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+    except ModelError as exc:
+        return _fail(str(exc))
+    failed = 0
+    for path in args.images:
+        try:
+            image = read_image(path, classifier.input_size)
+        except OSError as exc:
+            print(f"camtrap: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        probs, idx, _ = classifier.predict(image[np.newaxis])
+        top = [(classifier.labels[int(i)], float(p)) for p, i in zip(probs[0], idx[0], strict=True)]
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "file": str(path),
+                        "top_k": [{"species": s, "score": round(p, 6)} for s, p in top],
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            print(f"{path}:")
+            for species, prob in top:
+                print(f"  {prob:7.2%}  {species}")
+    return 1 if failed else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from camtrap.model import ModelError
+    from camtrap.replay import replay
+
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+    if not args.video.is_file():
+        return _fail(f"{args.video}: no such video file")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        classifier = _classifier(cfg.model)
+    except ModelError as exc:
+        return _fail(str(exc))
+    out: IO[str] = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    regions_out = open(args.regions_out, "w", encoding="utf-8") if args.regions_out else None  # noqa: SIM115
+    try:
+        stats = replay(cfg, classifier, args.video, out, regions_out, camera=args.camera)
+    except ValueError as exc:
+        return _fail(f"{args.config}: {exc}")
+    finally:
+        if args.out:
+            out.close()
+        if regions_out:
+            regions_out.close()
+    print(f"replay: {stats}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from camtrap.benchmark import run_bench
+
+    return run_bench(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="camtrap", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            default=default_config(),
+            help="config file (default: $CAMTRAP_CONFIG or ./config.yaml)",
+        )
+
+    sp = sub.add_parser("run", help="run the daemon")
+    with_config(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("check", help="validate the config file")
+    with_config(sp)
+    sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("classify", help="top species for image files")
+    with_config(sp)
+    sp.add_argument("images", type=Path, nargs="+")
+    sp.add_argument("--model", type=Path, help="a local checkpoint (.pt)")
+    sp.add_argument("--top", type=int, default=5)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_classify)
+
+    sp = sub.add_parser("replay", help="process a video file as a camera; events as JSON lines")
+    with_config(sp)
+    sp.add_argument("video", type=Path)
+    sp.add_argument("--out", type=Path, help="write events here instead of stdout")
+    sp.add_argument("--regions-out", type=Path, help="per-frame motion boxes and regions (JSONL)")
+    sp.add_argument("--camera", help="camera whose settings to use (default: the first)")
+    sp.set_defaults(func=cmd_replay)
+
+    sp = sub.add_parser("fetch-model", help="download the configured model and print its path")
+    with_config(sp)
+    sp.set_defaults(func=cmd_fetch_model)
+
+    sp = sub.add_parser("bench", help="benchmarks (see bench/)")
+    sp.add_argument("what", choices=["classifier"])
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        log.debug("%s took %.1f s", args.command, time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

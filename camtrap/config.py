@@ -1,0 +1,394 @@
+"""The config file: one YAML document, validated strictly with pydantic.
+
+Unknown keys, wrong types and out-of-range values are errors that name the field path.
+`${VAR}` and `${VAR:-default}` are expanded from the environment before validation, so
+secrets stay out of the file (and out of the logs: see `Secret`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_MODEL = "flexivit_reg1_s16_rms_ls_dino-v2-il-all"
+FLEXIVIT_PATCH_SIZES = (10, 12, 15, 16, 20, 24, 30, 40)
+SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` are lines like `cameras[1].url: reason`."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = tuple[Fraction, Fraction]
+
+
+class CameraConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]{1,32}$")
+    url: str
+    transport: Literal["tcp", "udp"] = "tcp"
+    detect_fps: float = Field(default=5.0, gt=0, le=60)
+    open_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    read_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    stale_after_s: float = Field(default=10.0, gt=0, le=600)
+    loop: bool = True
+    masks: list[list[Point]] = Field(default_factory=list)
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url.isdigit():
+            return url  # V4L2 device index
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme == "":
+            return url  # a video file path
+        if scheme not in SOURCE_SCHEMES:
+            raise ValueError(
+                f"unsupported scheme {scheme!r} (use rtsp://, http(s)://, a file path "
+                "or a device index)"
+            )
+        if scheme != "file" and not parts.hostname:
+            raise ValueError("has no host")
+        return url
+
+    @field_validator("masks")
+    @classmethod
+    def _polygons(cls, masks: list[list[Point]]) -> list[list[Point]]:
+        for i, poly in enumerate(masks):
+            if len(poly) < 3:
+                raise ValueError(f"mask {i} needs at least 3 points, got {len(poly)}")
+        return masks
+
+
+class MotionConfig(Strict):
+    height: int = Field(default=144, ge=60, le=480)
+    blur: int = Field(default=5, ge=1, le=31)
+    threshold: int = Field(default=22, ge=1, le=255)
+    alpha: float = Field(default=0.05, gt=0, le=1)
+    min_area: float = Field(default=0.0008, ge=0, le=1)
+    max_changed: float = Field(default=0.35, gt=0, le=1)
+    dilate: int = Field(default=2, ge=0, le=10)
+
+    @field_validator("blur")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd, got {v}")
+        return v
+
+
+class RegionsConfig(Strict):
+    scale: float = Field(default=1.3, ge=1.0, le=3.0)
+    min_size: int = Field(default=96, ge=16, le=4096)
+    max_per_frame: int = Field(default=4, ge=1, le=32)
+    merge_gap: float = Field(default=0.02, ge=0, le=0.5)
+
+
+class ModelConfig(Strict):
+    name: str = DEFAULT_MODEL
+    path: Path | None = None
+    models_dir: Path = Path("models")
+    download_url: str | None = None
+    download_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    patch_size: int = 16
+    input_size: int = Field(default=240, ge=32, le=1024)
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+    threads: int = Field(default=0, ge=0, le=256)
+    top_k: int = Field(default=5, ge=1, le=20)
+    embedding: bool = False
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, v: int) -> int:
+        if v not in FLEXIVIT_PATCH_SIZES:
+            raise ValueError(f"must be one of {', '.join(map(str, FLEXIVIT_PATCH_SIZES))}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+
+class BatchingConfig(Strict):
+    max_size: int = Field(default=16, ge=1, le=1024)
+    max_wait_ms: float = Field(default=30.0, ge=0, le=5000)
+    queue_size: int = Field(default=64, ge=1, le=100_000)
+
+
+class UnknownConfig(Strict):
+    enabled: bool = True
+    floor: Fraction = 0.2
+    label: str = "Unknown bird"
+
+
+class VisitsConfig(Strict):
+    threshold: Fraction = 0.6
+    species_thresholds: dict[str, Fraction] = Field(default_factory=dict)
+    min_hits: int = Field(default=2, ge=1, le=100)
+    window_s: float = Field(default=10.0, gt=0, le=3600)
+    end_after_s: float = Field(default=30.0, gt=0, le=86400)
+    update_interval_s: float = Field(default=5.0, ge=0, le=3600)
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    unknown: UnknownConfig = UnknownConfig()
+
+    @model_validator(mode="after")
+    def _floor_below_threshold(self) -> VisitsConfig:
+        if self.unknown.enabled and self.unknown.floor > self.threshold:
+            raise ValueError(
+                f"unknown.floor ({self.unknown.floor}) must not exceed threshold ({self.threshold})"
+            )
+        return self
+
+
+class TlsConfig(Strict):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttConfig(Strict):
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    prefix: str = Field(default="camtrap", pattern=r"^[^#+]+$")
+    client_id: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: TlsConfig = TlsConfig()
+    outbox_max: int = Field(default=10_000, ge=10, le=10_000_000)
+    publish_crops: bool = True
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"must not start or end with '/', got {v!r}")
+        return v
+
+
+class HomeAssistantConfig(Strict):
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+
+
+class StorageConfig(Strict):
+    state_dir: Path = Path("state")
+    save_crops: bool = True
+    jpeg_quality: int = Field(default=90, ge=10, le=100)
+
+
+class JobConfig(Strict):
+    enabled: bool = True
+    cron: str | None = None
+    interval_min: float | None = Field(default=None, gt=0, le=1440)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> JobConfig:
+        if self.enabled and (self.cron is None) == (self.interval_min is None):
+            raise ValueError("set exactly one of cron and interval_min")
+        return self
+
+
+class ScheduleConfig(Strict):
+    timezone: str | None = None
+    digest: JobConfig = JobConfig(interval_min=15)
+    summary: JobConfig = JobConfig(cron="55 23 * * *")
+    stats: JobConfig = JobConfig(interval_min=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LoggingConfig(Strict):
+    level: LogLevel = "INFO"
+    modules: dict[str, LogLevel] = Field(default_factory=dict)
+
+
+class Config(Strict):
+    cameras: list[CameraConfig] = Field(min_length=1)
+    motion: MotionConfig = MotionConfig()
+    regions: RegionsConfig = RegionsConfig()
+    model: ModelConfig = ModelConfig()
+    batching: BatchingConfig = BatchingConfig()
+    visits: VisitsConfig = VisitsConfig()
+    mqtt: MqttConfig = MqttConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    storage: StorageConfig = StorageConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_names(cls, cams: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for cam in cams:
+            if cam.name in seen:
+                raise ValueError(f"camera name {cam.name!r} is used twice")
+            seen.add(cam.name)
+        return cams
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(
+    data: object, env: dict[str, str], path: tuple[int | str, ...] = ()
+) -> tuple[object, list[str]]:
+    """Replace `${VAR}` / `${VAR:-default}` inside string values (never in comments or keys).
+
+    A value that is only a variable and comes out empty becomes null, so
+    `password: ${MQTT_PASSWORD:-}` means "no password". Returns the data and one problem
+    line per unset variable.
+    """
+    if isinstance(data, dict):
+        out_d: dict[object, object] = {}
+        problems: list[str] = []
+        for key, value in data.items():
+            out_d[key], p = expand_env(value, env, (*path, str(key)))
+            problems += p
+        return out_d, problems
+    if isinstance(data, list):
+        out_l: list[object] = []
+        problems = []
+        for i, value in enumerate(data):
+            v, p = expand_env(value, env, (*path, i))
+            out_l.append(v)
+            problems += p
+        return out_l, problems
+    if not isinstance(data, str) or "${" not in data:
+        return data, []
+    problems = []
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(
+            f"{_field_path(path)}: environment variable {name} is not set "
+            f"(use ${{{name}:-default}} for an optional value)"
+        )
+        return ""
+
+    expanded = _VAR.sub(sub, data)
+    if expanded == "" and _VAR.fullmatch(data):
+        return None, problems
+    return expanded, problems
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(err: dict) -> str:
+    # pydantic adds the failing input to the location for union/literal checks; keep
+    # only field names and indices that exist in the file.
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{_field_path(loc)}: {msg}"
+
+
+def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+    """Validate YAML text; raise ConfigError listing every problem with its field path."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"YAML syntax error at {where}{problem}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of sections"])
+    data, problems = expand_env(data, dict(os.environ) if env is None else env)
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(e) for e in exc.errors()]) from None
+
+
+def load_config(path: Path | str, env: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["file is not UTF-8 text"]) from None
+    cfg = parse_config(text, str(path), env)
+    return _resolve_paths(cfg, path.parent)
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    """Relative paths in the file are relative to the file, not to the working directory."""
+
+    def rel(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else (base / p).resolve()
+
+    model = cfg.model.model_copy(
+        update={"path": rel(cfg.model.path), "models_dir": rel(cfg.model.models_dir)}
+    )
+    storage = cfg.storage.model_copy(update={"state_dir": rel(cfg.storage.state_dir)})
+    cams = [
+        c.model_copy(update={"url": str(rel(Path(c.url)))})
+        if not c.url.isdigit() and urlsplit(c.url).scheme == ""
+        else c
+        for c in cfg.cameras
+    ]
+    return cfg.model_copy(update={"model": model, "storage": storage, "cameras": cams})

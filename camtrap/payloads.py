@@ -1,0 +1,69 @@
+"""The MQTT contract: topic names and payload fields. Users automate on these; the README
+documents every one. Add fields freely; rename or remove only with a new `schema`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, tzinfo
+
+from camtrap.visits import VisitEvent
+
+SCHEMA = 1
+
+
+def iso(ts: float | None, tz: tzinfo | None) -> str | None:
+    """ISO 8601 with the zone offset (local zone when `tz` is None)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz).astimezone(tz).isoformat(timespec="milliseconds")
+
+
+class Topics:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.status = f"{prefix}/status"
+        self.events = f"{prefix}/events"
+        self.stats = f"{prefix}/stats"
+        self.digest = f"{prefix}/digest"
+        self.summary = f"{prefix}/summary"
+
+    def camera(self, camera: str, leaf: str) -> str:
+        """Per-camera retained state: `species`, `present`, `visits_today`, `crop`, `state`."""
+        return f"{self.prefix}/{camera}/{leaf}"
+
+
+def event_payload(ev: VisitEvent, tz: tzinfo | None, node: str) -> bytes:
+    x, y, w, h = ev.box
+    end = ev.end_ts if ev.end_ts is not None else ev.last_ts
+    body = {
+        "schema": SCHEMA,
+        "type": ev.kind,
+        "visit_id": ev.visit_id,
+        "camera": ev.camera,
+        "species": ev.species,
+        "unknown": ev.unknown,
+        "score": round(ev.score, 4),
+        "top_k": [{"species": s, "score": round(p, 4)} for s, p in ev.top_k],
+        "hits": ev.hits,
+        "start_time": iso(ev.start_ts, tz),
+        "last_seen": iso(ev.last_ts, tz),
+        "end_time": iso(ev.end_ts, tz),
+        "duration_s": round(end - ev.start_ts, 2),
+        "box": {"x": x, "y": y, "w": w, "h": h},
+        "frame": {"width": ev.frame_size[0], "height": ev.frame_size[1]},
+        "node": node,
+    }
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def last_species_payload(ev: VisitEvent, tz: tzinfo | None) -> bytes:
+    return json.dumps(
+        {
+            "species": ev.species,
+            "unknown": ev.unknown,
+            "score": round(ev.score, 4),
+            "visit_id": ev.visit_id,
+            "time": iso(ev.start_ts, tz),
+        },
+        ensure_ascii=False,
+    ).encode()

@@ -102,10 +102,11 @@ class Store:
                 f"schema version {version} is newer than this camtrap ({SCHEMA_VERSION})"
             )
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            with self._tx() as db:
-                db.executescript(_MIGRATIONS[v])
-                db.execute(f"PRAGMA user_version = {v}")
-            log.info("store: migrated %s to schema %d", self.path, v)
+            with self._lock:  # executescript commits on its own: the script is the transaction
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE; {_MIGRATIONS[v]}; PRAGMA user_version = {v}; COMMIT;"
+                )
+            log.info("migrated %s to schema %d", self.path, v)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

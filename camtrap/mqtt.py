@@ -15,6 +15,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -43,7 +44,8 @@ class MqttPublisher:
         self.last_error: str | None = None
         self.published = 0
         self._retained: dict[str, bytes] = {}
-        self._on_connect_hooks: list[Any] = []
+        self._on_connect_hooks: list[Callable[[], None]] = []
+        self._subscriptions: dict[str, Callable[[bytes], None]] = {}
         # Only pump() touches these, under _pump_lock, which no paho callback takes: paho
         # calls on_publish with its own mutex held, so a shared lock there could deadlock.
         self._handed: list[tuple[paho.MQTTMessageInfo, int]] = []
@@ -78,9 +80,21 @@ class MqttPublisher:
         c.on_publish = self._on_publish
         return c
 
-    def on_connect(self, hook: Any) -> None:
+    def on_connect(self, hook: Callable[[], None]) -> None:
         """Call `hook()` after every (re)connect, e.g. to re-send discovery."""
         self._on_connect_hooks.append(hook)
+
+    def subscribe(self, topic: str, callback: Callable[[bytes], None]) -> None:
+        """Call `callback(payload)` for messages on `topic`, across reconnects."""
+        self._subscriptions[topic] = callback
+
+        def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+            try:
+                callback(msg.payload)
+            except Exception:
+                log.exception("mqtt: handler for %s failed", topic)
+
+        self.client.message_callback_add(topic, on_message)
 
     def start(self) -> None:
         log.info(
@@ -101,6 +115,8 @@ class MqttPublisher:
         self.connected, self.last_error = True, None
         log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
         client.publish(self.topics.status, b"online", qos=1, retain=True)
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
         with self._lock:
             retained = list(self._retained.items())
         for topic, payload in retained:

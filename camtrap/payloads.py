@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, tzinfo
+from typing import Any
 
 from camtrap.visits import VisitEvent
 
@@ -32,10 +33,11 @@ class Topics:
         return f"{self.prefix}/{camera}/{leaf}"
 
 
-def event_payload(ev: VisitEvent, tz: tzinfo | None, node: str) -> bytes:
+def event_body(ev: VisitEvent, tz: tzinfo | None, node: str) -> dict[str, Any]:
+    """The `<prefix>/events` object (also a line of `camtrap replay`)."""
     x, y, w, h = ev.box
     end = ev.end_ts if ev.end_ts is not None else ev.last_ts
-    body = {
+    return {
         "schema": SCHEMA,
         "type": ev.kind,
         "visit_id": ev.visit_id,
@@ -53,6 +55,9 @@ def event_payload(ev: VisitEvent, tz: tzinfo | None, node: str) -> bytes:
         "frame": {"width": ev.frame_size[0], "height": ev.frame_size[1]},
         "node": node,
     }
+
+
+def to_json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode()
 
 
@@ -67,3 +72,10 @@ def last_species_payload(ev: VisitEvent, tz: tzinfo | None) -> bytes:
         },
         ensure_ascii=False,
     ).encode()
+
+
+def visit_entity_payload(body: dict[str, Any]) -> bytes:
+    """`<prefix>/<camera>/visit`: a visit start or end as Home Assistant's event entity wants
+    it (`event_type` plus attributes), so a species that comes back fires again."""
+    keep = ("visit_id", "species", "unknown", "score", "hits", "start_time", "end_time")
+    return to_json({"event_type": f"visit_{body['type']}", **{k: body[k] for k in keep}})

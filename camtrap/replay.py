@@ -16,7 +16,7 @@ from camtrap.camera import FrameProcessor, FrameResult
 from camtrap.capture import Capture
 from camtrap.classifier import Classifier
 from camtrap.config import Config
-from camtrap.payloads import event_payload
+from camtrap.payloads import event_body, to_json
 from camtrap.regions import Crop
 from camtrap.service import local_zone
 from camtrap.visits import VisitEvent, VisitTracker
@@ -73,7 +73,7 @@ def replay(
 
     def emit(events: list[VisitEvent]) -> None:
         for ev in events:
-            out.write(event_payload(ev, tz, "replay").decode() + "\n")
+            out.write(to_json(event_body(ev, tz, "replay")).decode() + "\n")
             stats.events += 1
 
     def classify() -> None:

@@ -20,9 +20,16 @@ from zoneinfo import ZoneInfo
 from camtrap.camera import CameraWorker
 from camtrap.classifier import Classifier, CropQueue, InferenceWorker, Prediction
 from camtrap.config import Config
+from camtrap.homeassistant import Discovery
 from camtrap.logs import mask_url
 from camtrap.mqtt import MqttPublisher
-from camtrap.payloads import Topics, event_payload, last_species_payload
+from camtrap.payloads import (
+    Topics,
+    event_body,
+    last_species_payload,
+    to_json,
+    visit_entity_payload,
+)
 from camtrap.store import Store
 from camtrap.visits import VisitEvent, VisitTracker
 
@@ -82,6 +89,25 @@ class Service:
         self.camera_state = {cam.name: CameraState() for cam in cfg.cameras}
         self._visits_lock = threading.Lock()
         self.events_total = 0
+        ha = cfg.homeassistant.enabled
+        self.discovery = Discovery(cfg, cfg.storage.state_dir) if ha else None
+        if self.publisher is not None and self.discovery is not None:
+            self.publisher.on_connect(self._announce)
+            self.publisher.subscribe(f"{cfg.homeassistant.discovery_prefix}/status",
+                                     self._on_ha_status)
+
+    # --- Home Assistant -------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        assert self.publisher is not None and self.discovery is not None
+        for topic, payload in self.discovery.messages():
+            self.publisher.publish_now(topic, payload, retain=True)
+        self.discovery.mark_announced()
+
+    def _on_ha_status(self, payload: bytes) -> None:
+        if payload.strip() == b"online":
+            log.info("homeassistant: online again; re-sending discovery")
+            self._announce()
 
     # --- events -------------------------------------------------------------------------
 
@@ -96,12 +122,7 @@ class Service:
 
     def _handle(self, events: list[VisitEvent]) -> None:
         for ev in events:
-            messages = []
-            if self.publisher is not None:
-                messages.append(
-                    (self.topics.events, event_payload(ev, self.tz, self.node), 1, False)
-                )
-            self.store.record(ev, messages)
+            self.store.record(ev, self._messages(ev))
             self.events_total += 1
             log.info(
                 "visit %s %s: %s at %s (score %.2f, %d hits)",
@@ -115,6 +136,18 @@ class Service:
             self._update_camera_state(ev)
         if events and self.publisher is not None:
             self.publisher.wake()
+
+    def _messages(self, ev: VisitEvent) -> list[tuple[str, bytes, int, bool]]:
+        """What goes through the outbox for one event: the event, and the per-camera
+        `visit` message that Home Assistant's event entity fires on."""
+        if self.publisher is None:
+            return []
+        body = event_body(ev, self.tz, self.node)
+        out = [(self.topics.events, to_json(body), 1, False)]
+        if ev.kind in ("start", "end"):
+            out.append((self.topics.camera(ev.camera, "visit"), visit_entity_payload(body), 1,
+                        False))
+        return out
 
     def _midnight(self) -> float:
         now = datetime.now(self.tz).astimezone(self.tz)
@@ -181,15 +214,29 @@ class Service:
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         ping_every = watchdog_usec / 2e6 if watchdog_usec else None
         last_ping = last_status = 0.0
+        published: dict[str, tuple[object, ...]] = {}
         while not self.stop_requested.wait(0.5):
             self._tick(time.time())
             now = time.monotonic()
+            self._publish_camera_states(published, now)
             if ping_every and now - last_ping >= ping_every and self.healthy(now):
                 sd_notify("WATCHDOG=1")
                 last_ping = now
             if now - last_status >= 10:
                 sd_notify(f"STATUS={self.status_line()}")
                 last_status = now
+
+    def _publish_camera_states(self, last: dict[str, tuple[object, ...]], now: float) -> None:
+        """Retained `<prefix>/<camera>/state`: on a change of state, else every 30 s."""
+        if self.publisher is None:
+            return
+        for cam in self.cameras:
+            st = cam.status
+            key = (st.state, st.connected, int(now // 30))
+            if last.get(cam.camera.name) != key:
+                last[cam.camera.name] = key
+                self.publisher.set_retained(self.topics.camera(cam.camera.name, "state"),
+                                            to_json(st.as_dict()))
 
     def shutdown(self) -> None:
         """Stop capture, classify what is queued, end open visits, flush MQTT, go offline."""

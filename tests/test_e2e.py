@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -56,6 +57,19 @@ def test_camera_to_mqtt_and_sqlite(
         assert mqtt_recorder.wait_for("camtrap/feeder/crop").payload[:2] == b"\xff\xd8"
         mqtt_recorder.wait_for(lambda m: m.topic == "camtrap/feeder/present"
                                and m.payload == b"ON")
+        visit = mqtt_recorder.wait_for("camtrap/feeder/visit").json()
+        assert visit["event_type"] == "visit_start" and visit["visit_id"] == start["visit_id"]
+        state = mqtt_recorder.wait_for("camtrap/feeder/state").json()
+        assert state["connected"] is True
+
+        # Home Assistant discovery, and again when HA says it is back online
+        mqtt_recorder.wait_for("homeassistant/event/camtrap_feeder/visit/config")
+        with MqttRecorder.for_broker(mosquitto, "homeassistant/#") as late:  # sees retained
+            disc = late.wait_for("homeassistant/event/camtrap_feeder/visit/config")
+        assert disc.retain and json.loads(disc.payload)["unique_id"] == "camtrap_feeder_visit"
+        mark = mqtt_recorder.mark()
+        mqtt_recorder.publish("homeassistant/status", "online")
+        mqtt_recorder.wait_for("homeassistant/event/camtrap_feeder/visit/config", since=mark)
         mark = mqtt_recorder.mark()
 
         rc, took = daemon.terminate()

@@ -1,0 +1,178 @@
+"""Home Assistant MQTT discovery: a device per camera plus one for the daemon.
+
+Configs are retained under `<discovery_prefix>/<component>/<node>/<key>/config` and re-sent
+when Home Assistant announces `<discovery_prefix>/status` = `online`. A camera removed from
+the config gets empty retained configs, which removes its entities.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from camtrap import __version__
+from camtrap.config import Config
+from camtrap.payloads import Topics
+
+log = logging.getLogger(__name__)
+
+ORIGIN = {"name": "camtrap", "sw_version": __version__}
+
+
+def _node(prefix: str, camera: str | None = None) -> str:
+    base = "".join(ch if ch.isalnum() else "_" for ch in prefix.lower())
+    return f"{base}_{camera}" if camera else base
+
+
+def camera_entities(prefix: str, camera: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(component, key) -> the entity part of the discovery config for one camera."""
+    t = Topics(prefix)
+    state = t.camera(camera, "state")
+    return {
+        ("event", "visit"): {
+            "name": "Visit",
+            "state_topic": t.camera(camera, "visit"),
+            "event_types": ["visit_start", "visit_end"],
+            "icon": "mdi:bird",
+        },
+        ("sensor", "last_species"): {
+            "name": "Last species",
+            "state_topic": t.camera(camera, "species"),
+            "value_template": "{{ value_json.species }}",
+            "json_attributes_topic": t.camera(camera, "species"),
+            "icon": "mdi:bird",
+        },
+        ("sensor", "visits_today"): {
+            "name": "Visits today",
+            "state_topic": t.camera(camera, "visits_today"),
+            "state_class": "total_increasing",
+            "unit_of_measurement": "visits",
+            "icon": "mdi:counter",
+        },
+        ("binary_sensor", "bird_present"): {
+            "name": "Bird present",
+            "state_topic": t.camera(camera, "present"),
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": "occupancy",
+        },
+        ("image", "last_crop"): {
+            "name": "Last crop",
+            "image_topic": t.camera(camera, "crop"),
+            "content_type": "image/jpeg",
+        },
+        ("sensor", "fps"): {
+            "name": "Processed fps",
+            "state_topic": state,
+            "value_template": "{{ value_json.processed_fps }}",
+            "unit_of_measurement": "fps",
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+        },
+        ("binary_sensor", "connected"): {
+            "name": "Camera connected",
+            "state_topic": state,
+            "value_template": "{{ 'ON' if value_json.connected else 'OFF' }}",
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+        },
+    }
+
+
+def discovery_messages(cfg: Config) -> list[tuple[str, bytes]]:
+    """Every retained discovery config for the configured cameras."""
+    prefix, disc = cfg.mqtt.prefix, cfg.homeassistant.discovery_prefix
+    topics = Topics(prefix)
+    daemon_device = {
+        "identifiers": [_node(prefix)],
+        "name": f"camtrap ({prefix})",
+        "manufacturer": "camtrap",
+        "model": cfg.model.name,
+        "sw_version": __version__,
+    }
+    availability = [{"topic": topics.status, "payload_available": "online",
+                     "payload_not_available": "offline"}]
+    out: list[tuple[str, bytes]] = []
+    daemon_entities = {
+        ("binary_sensor", "running"): {
+            "name": "Running",
+            "state_topic": topics.status,
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device_class": "running",
+            "entity_category": "diagnostic",
+        },
+    }
+    out += _configs(disc, _node(prefix), daemon_device, daemon_entities, availability)
+    for cam in cfg.cameras:
+        node = _node(prefix, cam.name)
+        device = {
+            "identifiers": [node],
+            "name": f"camtrap {cam.name}",
+            "manufacturer": "camtrap",
+            "model": "camera",
+            "via_device": _node(prefix),
+        }
+        out += _configs(disc, node, device, camera_entities(prefix, cam.name), availability)
+    return out
+
+
+def _configs(
+    disc: str,
+    node: str,
+    device: dict[str, Any],
+    entities: dict[tuple[str, str], dict[str, Any]],
+    availability: list[dict[str, str]],
+) -> list[tuple[str, bytes]]:
+    out = []
+    for (component, key), entity in entities.items():
+        body = {
+            **entity,
+            "unique_id": f"{node}_{key}",
+            "default_entity_id": f"{component}.{node}_{key}",
+            "device": device,
+            "availability": availability,
+            "origin": ORIGIN,
+        }
+        out.append((f"{disc}/{component}/{node}/{key}/config", json.dumps(body).encode()))
+    return out
+
+
+def removal_messages(disc: str, prefix: str, cameras: Iterable[str]) -> list[tuple[str, bytes]]:
+    """Empty retained configs: Home Assistant removes those entities."""
+    return [
+        (f"{disc}/{component}/{_node(prefix, cam)}/{key}/config", b"")
+        for cam in cameras
+        for component, key in camera_entities(prefix, cam)
+    ]
+
+
+class Discovery:
+    """Remembers which cameras it announced (in the state dir) so removed ones are cleared."""
+
+    def __init__(self, cfg: Config, state_dir: Path) -> None:
+        self.cfg = cfg
+        self.path = Path(state_dir) / "ha_discovery.json"
+
+    def _announced(self) -> set[str]:
+        try:
+            return set(json.loads(self.path.read_text())["cameras"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+
+    def messages(self) -> list[tuple[str, bytes]]:
+        """Removals for cameras announced before but gone now, then the current configs."""
+        current = {c.name for c in self.cfg.cameras}
+        gone = sorted(self._announced() - current)
+        if gone:
+            log.info("homeassistant: removing entities of camera(s) %s", ", ".join(gone))
+        msgs = removal_messages(self.cfg.homeassistant.discovery_prefix, self.cfg.mqtt.prefix, gone)
+        return msgs + discovery_messages(self.cfg)
+
+    def mark_announced(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"cameras": sorted(c.name for c in self.cfg.cameras)}))
+        tmp.replace(self.path)

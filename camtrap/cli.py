@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ModelError as exc:
         return _fail(str(exc))
     try:
-        return run_daemon(cfg, classifier)
+        return run_daemon(cfg, classifier, args.config)
     except ValueError as exc:  # species names in visits.* that the model does not know
         return _fail(f"{args.config}: {exc}")
     except OSError as exc:

@@ -250,6 +250,12 @@ class LoggingConfig(Strict):
     modules: dict[str, LogLevel] = Field(default_factory=dict)
 
 
+class HealthConfig(Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9107, ge=1, le=65535)
+
+
 class Config(Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
     motion: MotionConfig = MotionConfig()
@@ -262,6 +268,7 @@ class Config(Strict):
     storage: StorageConfig = StorageConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     logging: LoggingConfig = LoggingConfig()
+    health: HealthConfig = HealthConfig()
 
     @field_validator("cameras")
     @classmethod

@@ -2,7 +2,7 @@
 
 Threads: one per camera, one for inference (visit logic runs on it, after each batch),
 paho's network thread, the outbox pump, and this main thread, which ends quiet visits,
-feeds the watchdog and waits for signals.
+feeds the watchdog, publishes camera state and handles signals (TERM: stop, HUP: reload).
 """
 
 from __future__ import annotations
@@ -13,15 +13,19 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from camtrap.camera import CameraWorker
 from camtrap.classifier import Classifier, CropQueue, InferenceWorker, Prediction
-from camtrap.config import Config
+from camtrap.config import CameraConfig, Config, ConfigError, load_config
+from camtrap.health import HealthServer, Metrics
 from camtrap.homeassistant import Discovery
-from camtrap.logs import mask_url
+from camtrap.logs import mask_url, setup_logging
 from camtrap.mqtt import MqttPublisher
 from camtrap.payloads import (
     Topics,
@@ -30,12 +34,14 @@ from camtrap.payloads import (
     to_json,
     visit_entity_payload,
 )
+from camtrap.regions import Crop
 from camtrap.store import Store
 from camtrap.visits import VisitEvent, VisitTracker
 
 log = logging.getLogger(__name__)
 
-STOP_BUDGET_S = 8.0  # systemd's default stop timeout is 90 s; we promise 10
+STOP_BUDGET_S = 8.0  # the promise is 10 s from SIGTERM to exit
+FAULT_ENV = "CAMTRAP_FAULT"  # "stall-inference": a test hook that wedges the inference thread
 
 
 def sd_notify(message: str) -> bool:
@@ -65,44 +71,77 @@ class CameraState:
 
     open_visits: set[str] = field(default_factory=set)
     visits_today: int = 0
-    last_visit: str | None = None
 
 
 class Service:
-    def __init__(self, cfg: Config, classifier: Classifier) -> None:
+    def __init__(self, cfg: Config, classifier: Classifier, config_path: Path | None = None):
         self.cfg = cfg
+        self.config_path = config_path
         self.classifier = classifier
         self.tz = local_zone(cfg)
         self.node = socket.gethostname()
         self.topics = Topics(cfg.mqtt.prefix)
         self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
         self.tracker = VisitTracker(cfg.visits, classifier.labels, cfg.storage.jpeg_quality)
         self.store = Store(cfg.storage.state_dir, cfg.mqtt.outbox_max, cfg.storage.save_crops)
         self.queue = CropQueue(cfg.batching.queue_size)
         self.inference = InferenceWorker(classifier, self.queue, cfg.batching, self._on_predictions)
-        self.publisher = MqttPublisher(cfg.mqtt, self.store) if cfg.mqtt.enabled else None
-        self.cameras = [
-            CameraWorker(cam, cfg.motion, cfg.regions, classifier.input_size, self.queue.put)
-            for cam in cfg.cameras
-            if cam.enabled
-        ]
-        self.camera_state = {cam.name: CameraState() for cam in cfg.cameras}
+        self.publisher: MqttPublisher | None = None
+        self.discovery: Discovery | None = None
+        self.cameras: list[CameraWorker] = []
+        self.camera_state: dict[str, CameraState] = {}
+        self.event_counts: Counter[str] = Counter()
+        self.metrics = Metrics(self)
+        self.health: HealthServer | None = None
         self._visits_lock = threading.Lock()
-        self.events_total = 0
-        ha = cfg.homeassistant.enabled
-        self.discovery = Discovery(cfg, cfg.storage.state_dir) if ha else None
-        if self.publisher is not None and self.discovery is not None:
-            self.publisher.on_connect(self._announce)
-            self.publisher.subscribe(f"{cfg.homeassistant.discovery_prefix}/status",
-                                     self._on_ha_status)
+        self._published_state: dict[str, tuple[object, ...]] = {}
+        self._stall = os.environ.get(FAULT_ENV) == "stall-inference"
+
+    # --- wiring that a reload redoes -----------------------------------------------------
+
+    def _make_camera(self, cam: CameraConfig) -> CameraWorker:
+        return CameraWorker(cam, self.cfg.motion, self.cfg.regions, self.classifier.input_size,
+                            self._emit)
+
+    def _emit(self, crop: Crop) -> None:
+        self.queue.put(crop)  # via self: survives a reload that replaces the queue
+
+    def _make_publisher(self) -> MqttPublisher | None:
+        if not self.cfg.mqtt.enabled:
+            return None
+        pub = MqttPublisher(self.cfg.mqtt, self.store)
+        if self.discovery is not None:
+            pub.on_connect(self._announce)
+            pub.subscribe(f"{self.cfg.homeassistant.discovery_prefix}/status",
+                          self._on_ha_status)
+        return pub
+
+    def _start_publisher(self) -> None:
+        self.topics = Topics(self.cfg.mqtt.prefix)
+        ha = self.cfg.homeassistant.enabled
+        self.discovery = Discovery(self.cfg, self.cfg.storage.state_dir) if ha else None
+        self.publisher = self._make_publisher()
+        for name, state in self.camera_state.items():
+            self._set_retained(name, "present", b"ON" if state.open_visits else b"OFF")
+            self._set_retained(name, "visits_today", str(state.visits_today).encode())
+        self._published_state.clear()
+        if self.publisher is not None:
+            self.publisher.start()
+
+    def _set_retained(self, camera: str, leaf: str, payload: bytes) -> None:
+        if self.publisher is not None:
+            self.publisher.set_retained(self.topics.camera(camera, leaf), payload)
 
     # --- Home Assistant -------------------------------------------------------------------
 
     def _announce(self) -> None:
-        assert self.publisher is not None and self.discovery is not None
-        for topic, payload in self.discovery.messages():
-            self.publisher.publish_now(topic, payload, retain=True)
-        self.discovery.mark_announced()
+        pub, disc = self.publisher, self.discovery
+        if pub is None or disc is None:
+            return
+        for topic, payload in disc.messages():
+            pub.publish_now(topic, payload, retain=True)
+        disc.mark_announced()
 
     def _on_ha_status(self, payload: bytes) -> None:
         if payload.strip() == b"online":
@@ -112,6 +151,9 @@ class Service:
     # --- events -------------------------------------------------------------------------
 
     def _on_predictions(self, predictions: list[Prediction]) -> None:
+        self.metrics.observe_batch(len(predictions), self.inference.last_latency_s)
+        while self._stall:  # test hook: a wedged forward pass, as a hung GPU would cause
+            time.sleep(1)
         with self._visits_lock:
             events = [ev for p in predictions for ev in self.tracker.observe(p)]
             self._handle(events)
@@ -123,16 +165,9 @@ class Service:
     def _handle(self, events: list[VisitEvent]) -> None:
         for ev in events:
             self.store.record(ev, self._messages(ev))
-            self.events_total += 1
-            log.info(
-                "visit %s %s: %s at %s (score %.2f, %d hits)",
-                ev.kind,
-                ev.visit_id,
-                ev.species,
-                ev.camera,
-                ev.score,
-                ev.hits,
-            )
+            self.event_counts[ev.kind] += 1
+            log.info("visit %s %s: %s at %s (score %.2f, %d hits)", ev.kind, ev.visit_id,
+                     ev.species, ev.camera, ev.score, ev.hits)
             self._update_camera_state(ev)
         if events and self.publisher is not None:
             self.publisher.wake()
@@ -154,89 +189,188 @@ class Service:
         return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
     def _update_camera_state(self, ev: VisitEvent) -> None:
-        state = self.camera_state[ev.camera]
+        state = self.camera_state.setdefault(ev.camera, CameraState())
         if ev.kind == "start":
             state.open_visits.add(ev.visit_id)
             state.visits_today = self.store.count_visits(ev.camera, self._midnight())
-            state.last_visit = ev.visit_id
+            self._set_retained(ev.camera, "species", last_species_payload(ev, self.tz))
+            self._set_retained(ev.camera, "visits_today", str(state.visits_today).encode())
         elif ev.kind == "end":
             state.open_visits.discard(ev.visit_id)
-        pub = self.publisher
-        if pub is None:
-            return
-        topic = self.topics.camera
-        if ev.kind == "start":
-            pub.set_retained(topic(ev.camera, "species"), last_species_payload(ev, self.tz))
-            pub.set_retained(topic(ev.camera, "visits_today"), str(state.visits_today).encode())
         if ev.kind != "end" and self.cfg.mqtt.publish_crops and ev.crop_jpeg:
-            pub.set_retained(topic(ev.camera, "crop"), ev.crop_jpeg)
-        present = b"ON" if state.open_visits else b"OFF"
-        pub.set_retained(topic(ev.camera, "present"), present)
+            self._set_retained(ev.camera, "crop", ev.crop_jpeg)
+        self._set_retained(ev.camera, "present", b"ON" if state.open_visits else b"OFF")
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        midnight = self._midnight()
         for cam in self.cfg.cameras:
             log.info("camera %s: %s", cam.name, mask_url(cam.url))
-        for name, state in self.camera_state.items():
-            state.visits_today = self.store.count_visits(name, self._midnight())
-            if self.publisher is not None:
-                self.publisher.set_retained(self.topics.camera(name, "present"), b"OFF")
-                self.publisher.set_retained(
-                    self.topics.camera(name, "visits_today"), str(state.visits_today).encode()
-                )
-        if self.publisher is not None:
-            self.publisher.start()
+            self.camera_state[cam.name] = CameraState(
+                visits_today=self.store.count_visits(cam.name, midnight))
+        self._start_publisher()
         self.inference.start()
+        self.cameras = [self._make_camera(c) for c in self.cfg.cameras if c.enabled]
         for cam in self.cameras:
             cam.start()
+        if self.cfg.health.enabled:
+            self.health = HealthServer(self, self.metrics, self.cfg.health.host,
+                                       self.cfg.health.port)
+            self.health.start()
         sd_notify("READY=1")
-        log.info(
-            "camtrap running: %d camera(s), model on %s", len(self.cameras), self.classifier.device
-        )
+        log.info("camtrap running: %d camera(s), model on %s", len(self.cameras),
+                 self.classifier.device)
 
     def status_line(self) -> str:
         up = sum(1 for c in self.cameras if c.status.connected)
         fps = sum(c.status.processed_fps for c in self.cameras)
         outbox = self.store.outbox_len()
-        return (
-            f"{up}/{len(self.cameras)} cameras up, {fps:.1f} fps, "
-            f"{self.events_total} visit events, outbox {outbox}"
-        )
+        return (f"{up}/{len(self.cameras)} cameras up, {fps:.1f} fps, "
+                f"{self.event_counts['start']} visits, outbox {outbox}")
 
-    def healthy(self, now: float) -> bool:
-        """Progress everywhere: the inference loop turns and every camera thread is alive."""
-        if not self.inference.is_alive() or now - self.inference.last_progress > 30:
-            return False
-        return all(c.is_alive() for c in self.cameras)
+    def stall_limit_s(self) -> float:
+        """How long a thread may show no progress before the watchdog stops being fed."""
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        return max(5.0, usec / 2e6) if usec else 60.0
+
+    def _camera_stuck(self, cam: CameraWorker, now: float) -> bool:
+        if not cam.is_alive():
+            return True
+        if cam.status.state != "streaming":
+            return False  # waiting to reconnect is progress: the wait is bounded
+        limit = 2 * (cam.camera.read_timeout_s + cam.camera.stale_after_s) + self.stall_limit_s()
+        return now - cam.last_progress > limit
+
+    def health_report(self) -> dict[str, Any]:
+        now = time.monotonic()
+        inference_ok = (self.inference.is_alive()
+                        and now - self.inference.last_progress < self.stall_limit_s())
+        cams = {c.camera.name: {**c.status.as_dict(), "stuck": self._camera_stuck(c, now)}
+                for c in self.cameras}
+        return {
+            "healthy": inference_ok and not any(c["stuck"] for c in cams.values()),
+            "inference": {"alive": self.inference.is_alive(),
+                          "idle_s": round(now - self.inference.last_progress, 2)},
+            "cameras": cams,
+            "mqtt_connected": self.publisher is not None and self.publisher.connected,
+            "outbox": self.store.outbox_len(),
+        }
 
     def run_forever(self) -> None:
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         ping_every = watchdog_usec / 2e6 if watchdog_usec else None
         last_ping = last_status = 0.0
-        published: dict[str, tuple[object, ...]] = {}
-        while not self.stop_requested.wait(0.5):
+        while not self.stop_requested.wait(0.25):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
             self._tick(time.time())
             now = time.monotonic()
-            self._publish_camera_states(published, now)
-            if ping_every and now - last_ping >= ping_every and self.healthy(now):
+            self._publish_camera_states(now)
+            due = ping_every is not None and now - last_ping >= ping_every
+            if due and self.health_report()["healthy"]:
                 sd_notify("WATCHDOG=1")
                 last_ping = now
             if now - last_status >= 10:
                 sd_notify(f"STATUS={self.status_line()}")
                 last_status = now
 
-    def _publish_camera_states(self, last: dict[str, tuple[object, ...]], now: float) -> None:
+    def _publish_camera_states(self, now: float) -> None:
         """Retained `<prefix>/<camera>/state`: on a change of state, else every 30 s."""
-        if self.publisher is None:
-            return
         for cam in self.cameras:
             st = cam.status
             key = (st.state, st.connected, int(now // 30))
-            if last.get(cam.camera.name) != key:
-                last[cam.camera.name] = key
-                self.publisher.set_retained(self.topics.camera(cam.camera.name, "state"),
-                                            to_json(st.as_dict()))
+            if self._published_state.get(cam.camera.name) != key:
+                self._published_state[cam.camera.name] = key
+                self._set_retained(cam.camera.name, "state", to_json(st.as_dict()))
+
+    # --- reload (SIGHUP) -----------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Apply a changed config file; an invalid one is logged and the old one stays."""
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            if self.config_path is None:
+                raise ConfigError("(no file)", ["the daemon was not started from a file"])
+            new = load_config(self.config_path)
+            self.apply(new)
+            log.info("reloaded %s", self.config_path)
+            return True
+        except ConfigError as exc:
+            log.error("reload: %s is invalid, keeping the running config:\n  %s", exc.source,
+                      "\n  ".join(exc.problems))
+        except (ValueError, OSError) as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+        finally:
+            sd_notify("READY=1")
+        return False
+
+    def apply(self, new: Config) -> None:
+        """Restart only what changed. The model is reloaded only if its settings changed."""
+        old = self.cfg
+        fixed = [name for name in ("storage",) if getattr(new, name) != getattr(old, name)]
+        if fixed:
+            log.warning("reload: %s changed; restart the service to apply it", ", ".join(fixed))
+            new = new.model_copy(update={name: getattr(old, name) for name in fixed})
+        classifier = self.classifier
+        if new.model != old.model:
+            from camtrap.classifier import Classifier
+
+            log.info("reload: model settings changed; loading the model again")
+            classifier = Classifier(new.model)  # may raise: nothing has changed yet
+            classifier.warm_up()
+        tracker = None
+        if new.visits != old.visits or classifier is not self.classifier:
+            tracker = VisitTracker(new.visits, classifier.labels, new.storage.jpeg_quality)
+        self.cfg = new
+        if new.logging != old.logging:
+            setup_logging(new.logging)
+        if classifier is not self.classifier or new.batching != old.batching:
+            self.inference.stop(drain_timeout_s=2.0)
+            self.classifier = classifier
+            self.queue = CropQueue(new.batching.queue_size)
+            self.inference = InferenceWorker(classifier, self.queue, new.batching,
+                                             self._on_predictions)
+            self.inference.start()
+        if tracker is not None:
+            with self._visits_lock:
+                self._handle(self.tracker.flush())
+                self.tracker = tracker
+        self._restart_cameras(old, new)
+        self.tz = local_zone(new)
+        if (new.mqtt, new.homeassistant) != (old.mqtt, old.homeassistant):
+            with self._visits_lock:
+                if self.publisher is not None:
+                    self.publisher.stop(flush_timeout_s=1.0)
+                self._start_publisher()
+        elif new.cameras != old.cameras and self.discovery is not None:
+            self.discovery = Discovery(new, new.storage.state_dir)
+            self._announce()  # new cameras' entities appear, removed ones' are cleared
+
+    def _restart_cameras(self, old: Config, new: Config) -> None:
+        shared_changed = (new.motion, new.regions) != (old.motion, old.regions)
+        old_by_name = {c.camera.name: c for c in self.cameras}
+        wanted = {c.name: c for c in new.cameras if c.enabled}
+        keep: list[CameraWorker] = []
+        for name, worker in old_by_name.items():
+            if name in wanted and wanted[name] == worker.camera and not shared_changed:
+                keep.append(worker)
+            else:
+                log.info("reload: stopping camera %s", name)
+                worker.stop()
+        kept = {w.camera.name for w in keep}
+        for name, cam in wanted.items():
+            if name not in kept:
+                log.info("reload: starting camera %s: %s", name, mask_url(cam.url))
+                worker = self._make_camera(cam)
+                worker.start()
+                keep.append(worker)
+                self.camera_state.setdefault(name, CameraState(
+                    visits_today=self.store.count_visits(name, self._midnight())))
+        self.cameras = keep
+
+    # --- stop ----------------------------------------------------------------------------
 
     def shutdown(self) -> None:
         """Stop capture, classify what is queued, end open visits, flush MQTT, go offline."""
@@ -245,33 +379,35 @@ class Service:
         log.info("stopping")
         for cam in self.cameras:
             cam.stop()
-        self.inference.stop(drain_timeout_s=2.0)
+        if not self._stall:
+            self.inference.stop(drain_timeout_s=2.0)
         with self._visits_lock:
             self._handle(self.tracker.flush())
         if self.publisher is not None:
             left = STOP_BUDGET_S - (time.monotonic() - started)
             self.publisher.stop(flush_timeout_s=max(0.5, min(3.0, left - 1.0)))
+        if self.health is not None:
+            self.health.stop()
         for cam in self.cameras:
             cam.join(timeout=max(0.0, STOP_BUDGET_S - (time.monotonic() - started)) / 4)
         self.store.close()
         log.info("stopped in %.1f s", time.monotonic() - started)
 
 
-def run_daemon(cfg: Config, classifier: Classifier) -> int:
-    service = Service(cfg, classifier)
+def run_daemon(cfg: Config, classifier: Classifier, config_path: Path | None = None) -> int:
+    service = Service(cfg, classifier, config_path)
 
-    def on_signal(signum: int, _frame: object) -> None:
+    def on_stop(signum: int, _frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)
         service.stop_requested.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(
-        signal.SIGHUP,
-        lambda *_: log.warning(
-            "SIGHUP: live reload is not implemented yet; restart the service to apply changes"
-        ),
-    )
+    def on_hup(_signum: int, _frame: object) -> None:
+        log.info("received SIGHUP: reloading %s", config_path)
+        service.reload_requested.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
     service.start()
     try:
         service.run_forever()

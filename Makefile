@@ -45,3 +45,8 @@ $(SAMPLE): scripts/make-sample-clip.sh
 
 clean:
 	rm -rf $(VENV) samples state *.egg-info
+
+# make ha-env - a real Home Assistant (2025.4.4, Python 3.13) in .ha-venv for the HA tests
+.PHONY: ha-env
+ha-env:
+	@scripts/install-homeassistant.sh

@@ -1,5 +1,8 @@
 """Home Assistant MQTT discovery: a device per camera plus one for the daemon.
 
+Device names are chosen so that the entity ids Home Assistant derives from device and entity
+names equal our `default_entity_id`s: versions before 2025.10 ignore that key.
+
 Configs are retained under `<discovery_prefix>/<component>/<node>/<key>/config` and re-sent
 when Home Assistant announces `<discovery_prefix>/status` = `online`. A camera removed from
 the config gets empty retained configs, which removes its entities.
@@ -64,7 +67,7 @@ def camera_entities(prefix: str, camera: str) -> dict[tuple[str, str], dict[str,
             "image_topic": t.camera(camera, "crop"),
             "content_type": "image/jpeg",
         },
-        ("sensor", "fps"): {
+        ("sensor", "processed_fps"): {
             "name": "Processed fps",
             "state_topic": state,
             "value_template": "{{ value_json.processed_fps }}",
@@ -72,7 +75,7 @@ def camera_entities(prefix: str, camera: str) -> dict[tuple[str, str], dict[str,
             "state_class": "measurement",
             "entity_category": "diagnostic",
         },
-        ("binary_sensor", "connected"): {
+        ("binary_sensor", "camera_connected"): {
             "name": "Camera connected",
             "state_topic": state,
             "value_template": "{{ 'ON' if value_json.connected else 'OFF' }}",
@@ -88,7 +91,7 @@ def discovery_messages(cfg: Config) -> list[tuple[str, bytes]]:
     topics = Topics(prefix)
     daemon_device = {
         "identifiers": [_node(prefix)],
-        "name": f"camtrap ({prefix})",
+        "name": prefix,
         "manufacturer": "camtrap",
         "model": cfg.model.name,
         "sw_version": __version__,
@@ -106,12 +109,14 @@ def discovery_messages(cfg: Config) -> list[tuple[str, bytes]]:
             "entity_category": "diagnostic",
         },
     }
-    out += _configs(disc, _node(prefix), daemon_device, daemon_entities, availability)
+    # no availability here: the entity reports the status topic itself, so it shows "off"
+    # (not "unavailable") when the daemon is gone
+    out += _configs(disc, _node(prefix), daemon_device, daemon_entities, None)
     for cam in cfg.cameras:
         node = _node(prefix, cam.name)
         device = {
             "identifiers": [node],
-            "name": f"camtrap {cam.name}",
+            "name": f"{prefix} {cam.name}",
             "manufacturer": "camtrap",
             "model": "camera",
             "via_device": _node(prefix),
@@ -125,7 +130,7 @@ def _configs(
     node: str,
     device: dict[str, Any],
     entities: dict[tuple[str, str], dict[str, Any]],
-    availability: list[dict[str, str]],
+    availability: list[dict[str, str]] | None,
 ) -> list[tuple[str, bytes]]:
     out = []
     for (component, key), entity in entities.items():
@@ -134,9 +139,10 @@ def _configs(
             "unique_id": f"{node}_{key}",
             "default_entity_id": f"{component}.{node}_{key}",
             "device": device,
-            "availability": availability,
             "origin": ORIGIN,
         }
+        if availability:
+            body["availability"] = availability
         out.append((f"{disc}/{component}/{node}/{key}/config", json.dumps(body).encode()))
     return out
 

@@ -206,6 +206,11 @@ class CropQueue:
     def closed(self) -> bool:
         return self._closed
 
+    def drop_counts(self) -> dict[str, int]:
+        """A copy of `drops` taken under the lock (safe while cameras keep putting)."""
+        with self._cond:
+            return dict(self.drops)
+
     def put(self, crop: Crop) -> bool:
         """Queue `crop`; False (and nothing queued) once the queue is closed."""
         with self._cond:
@@ -366,7 +371,7 @@ class InferenceWorker(threading.Thread):
                 "latency_p50_s": p50,
                 "latency_p95_s": p95,
                 "queued": len(self.queue),
-                "drops": dict(self.queue.drops),
+                "drops": self.queue.drop_counts(),
                 "idle_s": time.monotonic() - self.last_progress,
             }
 

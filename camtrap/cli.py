@@ -1,4 +1,4 @@
-"""`camtrap` command line: run, check, classify, replay, fetch-model, bench.
+"""`camtrap` command line: run, check, classify, replay, summary, fetch-model, bench.
 
 Exit status 2 means the input was wrong (config, model, files): the message says what and where.
 """
@@ -176,6 +176,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         stats = replay(cfg, classifier, args.video, out, regions_out, camera=args.camera)
     except ValueError as exc:
         return _fail(f"{args.config}: {exc}")
+    except OSError as exc:  # a file OpenCV cannot open or decode
+        return _fail(str(exc))
     finally:
         if args.out:
             out.close()
@@ -183,6 +185,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             regions_out.close()
     print(f"replay: {stats}", file=sys.stderr)
     return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from camtrap.summary import summary_command
+
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+    return summary_command(cfg, args.date, args.json)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -228,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--camera", help="camera whose settings to use (default: the first)")
     sp.set_defaults(func=cmd_replay)
 
+    sp = sub.add_parser("summary", help="a day's summary from the database (no daemon needed)")
+    with_config(sp)
+    sp.add_argument("--date", help="YYYY-MM-DD, today or yesterday (default: today)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_summary)
+
     sp = sub.add_parser("fetch-model", help="download the configured model and print its path")
     with_config(sp)
     sp.set_defaults(func=cmd_fetch_model)
@@ -240,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torch's OpenMP threads spin while waiting by default, which starves the camera threads
+    # that share the cores; must be set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     started = time.monotonic()
     try:

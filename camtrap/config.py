@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,18 +46,72 @@ class Strict(BaseModel):
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = tuple[Fraction, Fraction]
 
+# An active-hours bound: "HH:MM" local time, or "sunrise"/"sunset" with an optional offset in
+# minutes ("sunrise-30", "sunset + 45 min"). scheduler.parse_time_spec reads the same grammar.
+TIME_SPEC_RE = re.compile(
+    r"^\s*(?:(?P<hour>\d{1,2}):(?P<minute>\d{2})"
+    r"|(?P<sun>sunrise|sunset)\s*(?:(?P<sign>[+-])\s*(?P<offset>\d{1,3})\s*(?:m|min)?)?)\s*$"
+)
+
+
+class ActiveHoursConfig(Strict):
+    """When a camera decodes at all; outside the window it is paused."""
+
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        m = TIME_SPEC_RE.match(v)
+        if m is None:
+            raise ValueError(
+                f"{v!r} is not a time: use HH:MM (local), sunrise or sunset, optionally "
+                "with minutes, e.g. sunrise-30 or sunset+45"
+            )
+        if m["hour"] is not None and (int(m["hour"]) > 23 or int(m["minute"]) > 59):
+            raise ValueError(f"{v!r} is not a time of day (00:00 to 23:59)")
+        if m["offset"] is not None and int(m["offset"]) > 720:
+            raise ValueError(f"{v!r}: the offset from {m['sun']} is at most 720 minutes")
+        return v.strip()
+
+    @property
+    def uses_sun(self) -> bool:
+        return any("sun" in v for v in (self.start, self.end))
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ActiveHoursConfig:
+        if self.start.replace(" ", "") == self.end.replace(" ", ""):
+            raise ValueError("start and end are the same: remove active_hours to run all day")
+        return self
+
+
+class LocationConfig(Strict):
+    """Where the cameras are, for sunrise and sunset."""
+
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    elevation_m: float = Field(default=0.0, ge=-500, le=9000)
+
 
 class CameraConfig(Strict):
     name: str = Field(pattern=r"^[a-z0-9_]{1,32}$")
     url: str
+    detect_url: str | None = None  # low-resolution stream for motion; crops come from `url`
     transport: Literal["tcp", "udp"] = "tcp"
     detect_fps: float = Field(default=5.0, gt=0, le=60)
     open_timeout_s: float = Field(default=5.0, gt=0, le=120)
     read_timeout_s: float = Field(default=5.0, gt=0, le=120)
     stale_after_s: float = Field(default=10.0, gt=0, le=600)
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=600)
+    reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
+    ffmpeg_options: str | None = None  # OpenCV's "key;value|key;value"; None: fast RTSP open
     loop: bool = True
     masks: list[list[Point]] = Field(default_factory=list)
+    motion: MotionConfig | None = None  # per-camera overrides of the `motion` section
+    regions: RegionsConfig | None = None  # per-camera overrides of the `regions` section
     enabled: bool = True
+    active_hours: ActiveHoursConfig | None = None  # None: always on
 
     @field_validator("url")
     @classmethod
@@ -76,6 +131,11 @@ class CameraConfig(Strict):
             raise ValueError("has no host")
         return url
 
+    @field_validator("detect_url")
+    @classmethod
+    def _detect_scheme(cls, url: str | None) -> str | None:
+        return None if url is None else cls._known_scheme(url)
+
     @field_validator("masks")
     @classmethod
     def _polygons(cls, masks: list[list[Point]]) -> list[list[Point]]:
@@ -83,6 +143,15 @@ class CameraConfig(Strict):
             if len(poly) < 3:
                 raise ValueError(f"mask {i} needs at least 3 points, got {len(poly)}")
         return masks
+
+    @model_validator(mode="after")
+    def _backoff_range(self) -> CameraConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed "
+                f"reconnect_max_s ({self.reconnect_max_s})"
+            )
+        return self
 
 
 class MotionConfig(Strict):
@@ -93,6 +162,8 @@ class MotionConfig(Strict):
     min_area: float = Field(default=0.0008, ge=0, le=1)
     max_changed: float = Field(default=0.35, gt=0, le=1)
     dilate: int = Field(default=2, ge=0, le=10)
+    contrast: bool = True  # stretch luma between its 4th and 96th percentiles
+    absorb_after_s: float = Field(default=15.0, gt=0, le=86400)
 
     @field_validator("blur")
     @classmethod
@@ -205,16 +276,85 @@ class HomeAssistantConfig(Strict):
     discovery_prefix: str = "homeassistant"
 
 
+class RetentionConfig(Strict):
+    """Ages in whole days before today; null keeps forever. Daily rollups are kept forever
+    (they are tiny), so first-ever and first-this-year flags survive deleted visits."""
+
+    visits_days: int | None = Field(default=365, ge=1, le=36500)
+    crops_days: int | None = Field(default=90, ge=1, le=36500)
+    summaries_days: int | None = Field(default=None, ge=1, le=36500)
+
+
 class StorageConfig(Strict):
     state_dir: Path = Path("state")
     save_crops: bool = True
     jpeg_quality: int = Field(default=90, ge=10, le=100)
+    retention: RetentionConfig = RetentionConfig()
+
+
+_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _cron_dow(field: str) -> str:
+    """Crontab day-of-week (0 or 7 = Sunday) as APScheduler names: APScheduler 3 reads a
+    number as 0 = Monday, so "1-5" would silently mean Tuesday to Saturday."""
+    out: list[str] = []
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        if not re.fullmatch(r"\*|\d+(-\d+)?", base):
+            out.append(part)  # names (mon-fri) and anything else: APScheduler's own reading
+            continue
+        step = int(step_text) if step_text.isdigit() else 1
+        if not step_text and base != "*" and "-" not in base:
+            out.append(_DOW_NAMES[int(base) % 7] if int(base) <= 7 else base)
+            continue
+        if base == "*" and not step_text:
+            out.append("*")
+            continue
+        bounds = [int(x) for x in base.split("-")] if base != "*" else [0, 6]
+        lo, hi = bounds[0], bounds[-1] if len(bounds) == 2 else 6  # "5/2" is "5-6/2"
+        if hi > 7 or lo > hi or step < 1:
+            out.append(part)  # let APScheduler report it
+            continue
+        out.extend(dict.fromkeys(_DOW_NAMES[d % 7] for d in range(lo, hi + 1, step)))
+    return ",".join(dict.fromkeys(out))
+
+
+def crontab_fields(expr: str) -> dict[str, str]:
+    """A standard 5-field crontab as APScheduler CronTrigger arguments (minute hour day
+    month day-of-week, with cron's Sunday = 0). APScheduler ANDs day and day-of-week where
+    cron ORs them when both are restricted: restrict only one."""
+    values = expr.split()
+    if len(values) != 5:
+        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(values)}")
+    minute, hour, day, month, dow = values
+    return {
+        "minute": minute,
+        "hour": hour,
+        "day": day,
+        "month": month,
+        "day_of_week": _cron_dow(dow),
+    }
 
 
 class JobConfig(Strict):
     enabled: bool = True
     cron: str | None = None
     interval_min: float | None = Field(default=None, gt=0, le=1440)
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, v: str | None) -> str | None:
+        if v is not None:
+            from datetime import UTC
+
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger(**crontab_fields(v), timezone=UTC)
+            except ValueError as exc:
+                raise ValueError(f"bad crontab {v!r}: {exc}") from None
+        return v
 
     @model_validator(mode="after")
     def _one_trigger(self) -> JobConfig:
@@ -228,6 +368,9 @@ class ScheduleConfig(Strict):
     digest: JobConfig = JobConfig(interval_min=15)
     summary: JobConfig = JobConfig(cron="55 23 * * *")
     stats: JobConfig = JobConfig(interval_min=1)
+    retention: JobConfig = JobConfig(cron="30 3 * * *")
+    # At start, days with visits but no summary file, back this many days, are summarised.
+    catch_up_days: int = Field(default=31, ge=0, le=3650)
 
     @field_validator("timezone")
     @classmethod
@@ -269,6 +412,22 @@ class Config(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
+    # Where the cameras are, for active hours relative to sunrise/sunset.
+    location: LocationConfig | None = Field(default=None, validate_default=True)
+
+    @field_validator("location")
+    @classmethod
+    def _sun_needs_location(
+        cls, v: LocationConfig | None, info: ValidationInfo
+    ) -> LocationConfig | None:
+        if v is None:
+            for i, cam in enumerate(info.data.get("cameras") or []):
+                if cam.active_hours is not None and cam.active_hours.uses_sun:
+                    raise ValueError(
+                        f"needed by cameras[{i}].active_hours (sunrise/sunset): set latitude "
+                        "and longitude"
+                    )
+        return v
 
     @field_validator("cameras")
     @classmethod
@@ -392,10 +551,13 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         update={"path": rel(cfg.model.path), "models_dir": rel(cfg.model.models_dir)}
     )
     storage = cfg.storage.model_copy(update={"state_dir": rel(cfg.storage.state_dir)})
+    def source(url: str | None) -> str | None:
+        if url is None or url.isdigit() or urlsplit(url).scheme != "":
+            return url
+        return str(rel(Path(url)))
+
     cams = [
-        c.model_copy(update={"url": str(rel(Path(c.url)))})
-        if not c.url.isdigit() and urlsplit(c.url).scheme == ""
-        else c
+        c.model_copy(update={"url": source(c.url), "detect_url": source(c.detect_url)})
         for c in cfg.cameras
     ]
     return cfg.model_copy(update={"model": model, "storage": storage, "cameras": cams})

@@ -19,6 +19,7 @@ from typing import Any
 from camtrap import __version__
 from camtrap.config import Config
 from camtrap.payloads import Topics
+from camtrap.summary import summary_entities
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def discovery_messages(cfg: Config) -> list[tuple[str, bytes]]:
             "entity_category": "diagnostic",
         },
     }
+    daemon_entities.update(summary_entities(prefix))
     # no availability here: the entity reports the status topic itself, so it shows "off"
     # (not "unavailable") when the daemon is gone
     out += _configs(disc, _node(prefix), daemon_device, daemon_entities, None)

@@ -8,12 +8,14 @@ inference once at load (eval mode, no grads, one patch size).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
 import os
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -136,8 +138,9 @@ def model_url(cfg: ModelConfig, entry: RegistryEntry | None) -> str | None:
     """The URL to fetch `cfg.name` from.
 
     `model.download_url` ending in `.pt` is the file's full URL; any other value is a mirror
-    base, and the file is `<base>/<name>.pt` (the registry's own layout). Without it, the
-    registry's URL; None when the registry does not know the name.
+    base, and the file is `<base>/<name>.pt` (the registry's own layout). http(s):// and
+    file:// (a mounted share) work. Without it, the registry's URL; None when the registry
+    does not know the name.
     """
     if cfg.download_url:
         if urlsplit(cfg.download_url).path.endswith(".pt"):
@@ -203,6 +206,7 @@ def download(url: str, dest: Path, sha256: str | None, timeout_s: float, progres
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.partial")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(dest, timeout_s)
         _resolve_host(url, timeout_s)
         digest = _fetch(url, tmp, timeout_s, progress)
         if sha256 is not None and digest != sha256:
@@ -217,11 +221,22 @@ def download(url: str, dest: Path, sha256: str | None, timeout_s: float, progres
         tmp.unlink(missing_ok=True)
 
 
+def _remove_stale_partials(dest: Path, timeout_s: float) -> None:
+    """Temp files of killed downloads; a live one is written to at least every timeout_s."""
+    cutoff = time.time() - max(60.0, 2 * timeout_s)
+    for partial in dest.parent.glob(f".{dest.name}.*.partial"):
+        with contextlib.suppress(OSError):
+            if partial.stat().st_mtime < cutoff:
+                partial.unlink()
+
+
 def _resolve_host(url: str, timeout_s: float) -> None:
     """Look the host up in a helper thread: getaddrinfo ignores socket timeouts."""
     parts = urlsplit(url)
+    if parts.scheme == "file":  # a local or mounted mirror: nothing to look up
+        return
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"unsupported URL (need http:// or https://): {url}")
+        raise ValueError(f"unsupported URL (need http://, https:// or file://): {url}")
     result: list[BaseException | None] = []
 
     def lookup() -> None:
@@ -369,10 +384,40 @@ def _fix_patch_size(path: Path, net: torch.nn.Module, patch_size: int, input_siz
     if input_size % patch_size:
         raise ModelError(f"{path}: patch size {patch_size} does not divide input {input_size}")
     if hasattr(net, "adjust_patch_size"):
-        net.adjust_patch_size(patch_size)
-        net.requires_grad_(False)  # adjust_patch_size replaces parameters
+        set_patch_size(net, patch_size)
     elif getattr(net, "patch_size", patch_size) != patch_size:
         log.warning("%s: network is not FlexiViT; model.patch_size %d ignored", path, patch_size)
+
+
+def set_patch_size(net: torch.nn.Module, patch_size: int) -> None:
+    """`net.adjust_patch_size`, with the position embedding resized as in training.
+
+    FlexiViT was fine-tuned with a random patch size per forward, where birder resizes the
+    position grid with `antialias=pos_embed_antialias` (False). `adjust_patch_size` resizes
+    it with antialias=True instead, which differs when the grid shrinks (patch > 16 at
+    240 px) and moves probabilities by up to ~1e-2. We redo that one step the training way,
+    so the result equals birder's per-call `net(x, patch_size=p)` without its per-call cost.
+    """
+    from birder.net.vit import adjust_position_embedding
+
+    old_patch = net.patch_size
+    pos = getattr(net, "pos_embedding", None)
+    original = None if pos is None else pos.detach().clone()
+    net.adjust_patch_size(patch_size)
+    if original is not None and old_patch != patch_size:
+        height, width = net.size
+        prefix = net.num_special_tokens if net.pos_embed_special_tokens else 0
+        with torch.no_grad():
+            resized = adjust_position_embedding(
+                original,
+                (height // old_patch, width // old_patch),
+                (height // patch_size, width // patch_size),
+                prefix,
+                interpolation_mode=net.pos_embed_interpolation_mode,
+                antialias=net.pos_embed_antialias,
+            )
+        net.pos_embedding = torch.nn.Parameter(resized, requires_grad=False)
+    net.requires_grad_(False)  # adjust_patch_size replaces parameters
 
 
 # --------------------------------------------------------------------------- device, dtype

@@ -6,6 +6,7 @@ and does not distort it when resized to the model's square input.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -26,12 +27,29 @@ class Crop:
     image: np.ndarray  # (S, S, 3) uint8 RGB, S = model input size
 
 
-def scale_boxes(boxes: list[Box], sx: float, sy: float) -> list[Box]:
-    """Map boxes from one resolution (the motion image, a detect stream) to another."""
-    return [
-        (int(x * sx), int(y * sy), max(1, round(w * sx)), max(1, round(h * sy)))
-        for x, y, w, h in boxes
-    ]
+def scale_boxes(
+    boxes: list[Box], sx: float, sy: float, size: tuple[int, int] | None = None
+) -> list[Box]:
+    """Map boxes from one resolution (a detect stream) to another (the main stream): the
+    result covers every pixel the box touched, clipped to `size` (width, height) if given."""
+    out: list[Box] = []
+    for x, y, w, h in boxes:
+        x0, y0 = math.floor(x * sx), math.floor(y * sy)
+        x1, y1 = math.ceil((x + w) * sx), math.ceil((y + h) * sy)
+        if size is not None:
+            x0, y0 = max(0, x0), max(0, y0)
+            x1, y1 = min(size[0], x1), min(size[1], y1)
+        out.append((x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
+    return out
+
+
+def contains(outer: Box, inner: Box) -> bool:
+    return (
+        outer[0] <= inner[0]
+        and outer[1] <= inner[1]
+        and inner[0] + inner[2] <= outer[0] + outer[2]
+        and inner[1] + inner[3] <= outer[1] + outer[3]
+    )
 
 
 def _gap(a: Box, b: Box) -> float:
@@ -69,7 +87,7 @@ def square_region(box: Box, frame_w: int, frame_h: int, scale: float, min_size: 
     """A square around `box`, `scale` times its longer side, shifted to stay in the frame."""
     x, y, w, h = box
     side = max(round(max(w, h) * scale), min_size)
-    side = min(side, frame_w, frame_h)
+    side = max(1, min(side, frame_w, frame_h))
     cx, cy = x + w / 2, y + h / 2
     x0 = round(cx - side / 2)
     y0 = round(cy - side / 2)
@@ -79,7 +97,11 @@ def square_region(box: Box, frame_w: int, frame_h: int, scale: float, min_size: 
 
 
 def plan_regions(boxes: list[Box], frame_w: int, frame_h: int, cfg: RegionsConfig) -> list[Box]:
-    """Square regions for one frame, largest object first, at most `max_per_frame`."""
+    """Square regions for one frame, largest object first, at most `max_per_frame`.
+
+    An object that already lies inside a chosen region of about its own scale gets no region
+    of its own: the same bird twice would only cost the classifier time.
+    """
     if not boxes:
         return []
     clusters = cluster_boxes(boxes, cfg.merge_gap * max(frame_w, frame_h))
@@ -87,8 +109,9 @@ def plan_regions(boxes: list[Box], frame_w: int, frame_h: int, cfg: RegionsConfi
     regions: list[Box] = []
     for box in clusters:
         region = square_region(box, frame_w, frame_h, cfg.scale, cfg.min_size)
-        if region not in regions:
-            regions.append(region)
+        if any(contains(r, box) and r[2] <= 2 * region[2] for r in regions):
+            continue
+        regions.append(region)
         if len(regions) == cfg.max_per_frame:
             break
     return regions
@@ -98,7 +121,10 @@ def cut_crop(frame_bgr: np.ndarray, region: Box, size: int) -> np.ndarray:
     """Cut `region` from a BGR frame and return it as a `size`x`size` RGB uint8 image."""
     x, y, w, h = region
     patch = frame_bgr[y : y + h, x : x + w]
-    interp = cv2.INTER_AREA if w > size else cv2.INTER_CUBIC
     if w != size or h != size:
+        # Area averaging when shrinking (no aliasing), cubic when enlarging (sharper).
+        interp = cv2.INTER_AREA if w * h > size * size else cv2.INTER_CUBIC
         patch = cv2.resize(patch, (size, size), interpolation=interp)
+    if patch.ndim == 2:
+        return cv2.cvtColor(patch, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)

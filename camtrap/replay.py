@@ -63,7 +63,9 @@ def replay(
     if camera is not None and camera not in cams:
         raise ValueError(f"--camera {camera!r}: no such camera (have {', '.join(cams)})")
     cam_cfg = cams[camera] if camera else cfg.cameras[0]
-    cam_cfg = cam_cfg.model_copy(update={"url": str(video.resolve()), "loop": False})
+    cam_cfg = cam_cfg.model_copy(
+        update={"url": str(video.resolve()), "detect_url": None, "loop": False}
+    )
     tracker = VisitTracker(cfg.visits, classifier.labels, cfg.storage.jpeg_quality)
     processor = FrameProcessor(cam_cfg, cfg.motion, cfg.regions, classifier.input_size)
     capture = Capture(cam_cfg, threading.Event(), realtime=False, start_ts=REPLAY_EPOCH)

@@ -35,6 +35,7 @@ from camtrap.payloads import (
     visit_entity_payload,
 )
 from camtrap.regions import Crop
+from camtrap.scheduler import ActiveState, JobRunner
 from camtrap.store import Store
 from camtrap.visits import VisitEvent, VisitTracker
 
@@ -97,12 +98,18 @@ class Service:
         self._visits_lock = threading.Lock()
         self._published_state: dict[str, tuple[object, ...]] = {}
         self._stall = os.environ.get(FAULT_ENV) == "stall-inference"
+        self.jobs: JobRunner | None = None
+        self._active: dict[str, ActiveState] = {}
 
     # --- wiring that a reload redoes -----------------------------------------------------
 
     def _make_camera(self, cam: CameraConfig) -> CameraWorker:
-        return CameraWorker(cam, self.cfg.motion, self.cfg.regions, self.classifier.input_size,
-                            self._emit)
+        worker = CameraWorker(cam, self.cfg.motion, self.cfg.regions,
+                              self.classifier.input_size, self._emit)
+        state = self._active.get(cam.name)
+        if state is not None:
+            worker.set_active(state.active, state.describe())
+        return worker
 
     def _emit(self, crop: Crop) -> None:
         self.queue.put(crop)  # via self: survives a reload that replaces the queue
@@ -132,6 +139,35 @@ class Service:
     def _set_retained(self, camera: str, leaf: str, payload: bytes) -> None:
         if self.publisher is not None:
             self.publisher.set_retained(self.topics.camera(camera, leaf), payload)
+
+    # --- scheduled jobs (digest, summary, stats, retention, active hours) ------------------
+
+    def _start_jobs(self) -> None:
+        self.jobs = JobRunner(self.cfg, self.store, publish=self._publish_scheduled,
+                              stats=self.stats_snapshot, on_active=self._on_active_hours)
+        self.jobs.start()
+
+    def _publish_scheduled(self, topic: str, payload: bytes, retain: bool) -> None:
+        pub = self.publisher
+        if pub is None:
+            return
+        if retain:
+            pub.set_retained(topic, payload)  # digest, summary, summary image
+        else:
+            pub.publish_now(topic, payload)  # stats: a lost one is replaced a minute later
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        return {
+            "cameras": {c.camera.name: c.status.as_dict() for c in self.cameras},
+            "inference": self.inference.stats(),
+            "outbox": self.store.outbox_len(),
+        }
+
+    def _on_active_hours(self, camera: str, state: ActiveState) -> None:
+        self._active[camera] = state
+        for worker in self.cameras:
+            if worker.camera.name == camera:
+                worker.set_active(state.active, state.describe())
 
     # --- Home Assistant -------------------------------------------------------------------
 
@@ -212,6 +248,7 @@ class Service:
         self._start_publisher()
         self.inference.start()
         self.cameras = [self._make_camera(c) for c in self.cfg.cameras if c.enabled]
+        self._start_jobs()  # pauses cameras outside their active hours before they open
         for cam in self.cameras:
             cam.start()
         if self.cfg.health.enabled:
@@ -339,6 +376,11 @@ class Service:
                 self.tracker = tracker
         self._restart_cameras(old, new)
         self.tz = local_zone(new)
+        jobs_inputs = ("schedule", "storage", "location", "cameras", "mqtt")
+        if any(getattr(new, k) != getattr(old, k) for k in jobs_inputs) and self.jobs:
+            self.jobs.shutdown()
+            self._active.clear()
+            self._start_jobs()
         if (new.mqtt, new.homeassistant) != (old.mqtt, old.homeassistant):
             with self._visits_lock:
                 if self.publisher is not None:
@@ -377,6 +419,8 @@ class Service:
         started = time.monotonic()
         sd_notify("STOPPING=1")
         log.info("stopping")
+        if self.jobs is not None:
+            self.jobs.shutdown()
         for cam in self.cameras:
             cam.stop()
         if not self._stall:

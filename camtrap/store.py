@@ -21,7 +21,7 @@ from camtrap.visits import VisitEvent
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -50,6 +50,32 @@ _MIGRATIONS: dict[int, str] = {
         created REAL NOT NULL
     );
     """,
+    # Daily per camera+species rollups outlive deleted visits (retention), so "first ever"
+    # and "first this year" stay right; camera_uptime feeds the nightly summary.
+    2: """
+    CREATE TABLE daily_rollups (
+        day        TEXT NOT NULL,
+        camera     TEXT NOT NULL,
+        species    TEXT NOT NULL,
+        unknown    INTEGER NOT NULL,
+        visits     INTEGER NOT NULL,
+        hits       INTEGER NOT NULL,
+        best_score REAL NOT NULL,
+        first_ts   REAL NOT NULL,
+        last_ts    REAL NOT NULL,
+        PRIMARY KEY (day, camera, species)
+    );
+    CREATE INDEX daily_rollups_species ON daily_rollups (species, first_ts);
+    CREATE INDEX visits_species_start ON visits (species, start_ts);
+    CREATE TABLE camera_uptime (
+        day            TEXT NOT NULL,
+        camera         TEXT NOT NULL,
+        seconds_up     REAL NOT NULL DEFAULT 0,
+        seconds_total  REAL NOT NULL DEFAULT 0,
+        seconds_paused REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, camera)
+    );
+    """,
 }
 
 
@@ -60,6 +86,32 @@ class OutboxMessage:
     payload: bytes
     qos: int
     retain: bool
+
+
+@dataclass(frozen=True)
+class RollupRow:
+    """One camera+species on one local day (YYYY-MM-DD)."""
+
+    day: str
+    camera: str
+    species: str
+    unknown: bool
+    visits: int
+    hits: int
+    best_score: float
+    first_ts: float
+    last_ts: float
+
+
+@dataclass(frozen=True)
+class Uptime:
+    """Seconds one camera was watched on one day: `total` while it should have been
+    running (daemon up, inside active hours), `up` of those connected, `paused` outside
+    its active hours."""
+
+    up: float
+    total: float
+    paused: float
 
 
 @dataclass(frozen=True)
@@ -225,3 +277,140 @@ class Store:
             return self._db.execute(
                 "SELECT COUNT(*) FROM visits WHERE camera = ? AND start_ts >= ?", (camera, since_ts)
             ).fetchone()[0]
+
+    # --- summaries, rollups, uptime and retention (scheduler.py, summary.py) -------------
+
+    def visit_count_between(self, start_ts: float, end_ts: float) -> int:
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM visits WHERE start_ts >= ? AND start_ts < ?",
+                (start_ts, end_ts),
+            ).fetchone()[0]
+
+    def counts_between(self, start_ts: float, end_ts: float) -> list[tuple[str, str, int]]:
+        """(camera, species, visits) that started in [start_ts, end_ts): the digest."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT camera, species, COUNT(*) FROM visits"
+                " WHERE start_ts >= ? AND start_ts < ?"
+                " GROUP BY camera, species ORDER BY camera, species",
+                (start_ts, end_ts),
+            ).fetchall()
+
+    def last_seen_before(self, species: str, before_ts: float) -> float | None:
+        """Start of the latest sighting of a (named, not unknown-tier) species before
+        `before_ts`, from visits and from rollups of deleted visits; None: never seen."""
+        with self._lock:
+            a = self._db.execute(
+                "SELECT MAX(start_ts) FROM visits WHERE species = ? AND start_ts < ?"
+                " AND unknown = 0",
+                (species, before_ts),
+            ).fetchone()[0]
+            b = self._db.execute(
+                "SELECT MAX(first_ts) FROM daily_rollups WHERE species = ? AND first_ts < ?"
+                " AND unknown = 0",
+                (species, before_ts),
+            ).fetchone()[0]
+        seen = [t for t in (a, b) if t is not None]
+        return max(seen) if seen else None
+
+    def oldest_visit_ts(self) -> float | None:
+        with self._lock:
+            return self._db.execute("SELECT MIN(start_ts) FROM visits").fetchone()[0]
+
+    def replace_rollups(self, day: str, rows: list[RollupRow]) -> None:
+        """The day's rollups become `rows` (a day is always rolled up whole)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM daily_rollups WHERE day = ?", (day,))
+            db.executemany(
+                "INSERT INTO daily_rollups VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        r.day,
+                        r.camera,
+                        r.species,
+                        int(r.unknown),
+                        r.visits,
+                        r.hits,
+                        r.best_score,
+                        r.first_ts,
+                        r.last_ts,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def rollups(self, day: str) -> list[RollupRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM daily_rollups WHERE day = ? ORDER BY camera, species", (day,)
+            ).fetchall()
+        return [RollupRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+    def add_uptime(self, day: str, camera: str, up: float, total: float, paused: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO camera_uptime VALUES (?,?,?,?,?)
+                ON CONFLICT (day, camera) DO UPDATE SET
+                  seconds_up = seconds_up + excluded.seconds_up,
+                  seconds_total = seconds_total + excluded.seconds_total,
+                  seconds_paused = seconds_paused + excluded.seconds_paused""",
+                (day, camera, up, total, paused),
+            )
+
+    def uptime(self, day: str) -> dict[str, Uptime]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT camera, seconds_up, seconds_total, seconds_paused FROM camera_uptime"
+                " WHERE day = ? ORDER BY camera",
+                (day,),
+            ).fetchall()
+        return {c: Uptime(up, total, paused) for c, up, total, paused in rows}
+
+    def _unlink_crops(self, files: list[str]) -> int:
+        removed = 0
+        for rel in files:
+            path = self.state_dir / rel
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("retention: cannot delete %s: %s", path, exc)
+        return removed
+
+    def delete_visits_before(self, ts: float) -> tuple[int, int]:
+        """Delete visits that started before `ts` and their crop files; returns (visits,
+        crop files). Rows go first: a crash in between leaves orphan files, which the crop
+        sweep removes, never rows that point at missing files."""
+        with self._tx() as db:
+            files = [
+                f
+                for (f,) in db.execute(
+                    "SELECT crop_file FROM visits WHERE start_ts < ? AND crop_file IS NOT NULL",
+                    (ts,),
+                )
+            ]
+            n = db.execute("DELETE FROM visits WHERE start_ts < ?", (ts,)).rowcount
+        return n, self._unlink_crops(files)
+
+    def delete_crops_before(self, ts: float) -> int:
+        """Delete the crop files of visits that started before `ts`; the visits stay."""
+        with self._tx() as db:
+            files = [
+                f
+                for (f,) in db.execute(
+                    "SELECT crop_file FROM visits WHERE start_ts < ? AND crop_file IS NOT NULL",
+                    (ts,),
+                )
+            ]
+            db.execute(
+                "UPDATE visits SET crop_file = NULL WHERE start_ts < ? AND crop_file IS NOT NULL",
+                (ts,),
+            )
+        return self._unlink_crops(files)
+
+    def delete_uptime_before(self, day: str) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM camera_uptime WHERE day < ?", (day,)).rowcount

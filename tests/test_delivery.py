@@ -74,7 +74,8 @@ def test_killed_daemon_delivers_pending_events_after_restart(
         while stored_events(db_path) == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
         daemon.kill()  # SIGKILL with events pending in the outbox
-    pending = sqlite3.connect(db_path).execute("SELECT payload FROM outbox").fetchall()
+    pending = sqlite3.connect(db_path).execute(
+        "SELECT payload FROM outbox WHERE topic = 'camtrap/events'").fetchall()
     assert pending, "nothing was pending when the daemon was killed"
     pending_keys = {(json.loads(p)["visit_id"], json.loads(p)["type"]) for (p,) in pending}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ def queue_events(store: Store, first: int, count: int) -> None:
         store.record(event(n), [("camtrap/events", json.dumps({"n": n}).encode(), 1, False)])
 
 
-def wait_until(cond, timeout: float = 15.0) -> bool:  # noqa: ANN001
+def wait_until(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():

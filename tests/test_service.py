@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
@@ -88,7 +89,7 @@ def test_ready_watchdog_status_stopping(
         time.sleep(5)
         pings = [t for t in notify.times("WATCHDOG=1") if t > ready]
         assert len(pings) >= 3, notify.messages
-        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert all(0.7 <= g <= 1.6 for g in gaps), gaps  # about half of WatchdogSec=2 s
         assert any(m.startswith("STATUS=1/1 cameras up") for _, m in notify.messages)
 
@@ -105,7 +106,7 @@ def test_ready_watchdog_status_stopping(
                   if s.name == "camtrap_camera_frames_total"}
         assert frames["feeder"] > 0
         latency = families["camtrap_inference_latency_seconds"]
-        count = [s.value for s in latency.samples if s.name.endswith("_count")][0]
+        count = next(s.value for s in latency.samples if s.name.endswith("_count"))
         assert count >= 1
         assert families["camtrap_mqtt_connected"].samples[0].value == 1
         starts = [s.value for s in families["camtrap_visit_events"].samples

@@ -8,7 +8,7 @@ import pytest
 from camtrap.classifier import Prediction
 from camtrap.config import VisitsConfig
 from camtrap.regions import Crop
-from camtrap.visits import VisitTracker, unknown_names
+from camtrap.visits import VisitEvent, VisitTracker, unknown_names
 
 LABELS = ["Eurasian Hoopoe", "House Sparrow", "Great Tit", "Laughing Dove"]
 T0 = 1_800_000_000.0
@@ -21,8 +21,11 @@ def pred(ts: float, label: str, score: float, camera: str = "feeder") -> Predict
     return Prediction(crop=crop, top_k=((label, score), *rest[:2]))
 
 
-def feed(tracker: VisitTracker, seq: list[tuple[float, str, float]], camera: str = "feeder"):
-    return [ev for ts, label, score in seq for ev in tracker.observe(pred(ts, label, score, camera))]
+def feed(
+    tracker: VisitTracker, seq: list[tuple[float, str, float]], camera: str = "feeder"
+) -> list[VisitEvent]:
+    return [ev for ts, label, score in seq
+            for ev in tracker.observe(pred(ts, label, score, camera))]
 
 
 def cfg(**kw: object) -> VisitsConfig:

@@ -1,0 +1,14 @@
+"""Classifier benchmark: ours vs birder's model-card path, side by side in one process.
+
+The implementation lives in `camtrap.benchmark` so that the installed `camtrap bench
+classifier` runs it too:
+
+    python -m bench.classifier [--device cpu] [--patch 16 24] [--batch 16] [--json]
+"""
+
+import sys
+
+from camtrap.benchmark import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""Classifier throughput and latency: ours vs birder's model-card path, side by side.
+
+    camtrap bench classifier [--device cpu] [--patch 16 24] [--batch 16] [--seconds 5]
+    python -m bench.classifier --checkpoint models/flexivit_...pt --json
+
+In one process, on the same images and the same weights:
+  reference   birder.classification_transform + birder.inference.classification.infer_image,
+              one PIL image at a time, fp32 (what the model card shows)
+  ours b1     Classifier.predict on one crop
+  ours bN     Classifier.predict on --batch crops
+  ours 4 cams four camera threads feeding CropQueue -> InferenceWorker at 1.25x capacity
+              (the daemon's real path, drops and all); latency is put -> sink per crop
+On a GPU it also measures the raw forward ceiling (bf16, batch 256, a pre-normalised
+tensor already on the device) and our fraction of it.
+
+Without --checkpoint it builds a FULL-size random-init flexivit_reg1_s16_rms_ls (550 classes)
+in a temp dir: the real weights need a download, and speed does not depend on the values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NETWORK = "flexivit_reg1_s16_rms_ls"
+MODEL_NAME = "flexivit_reg1_s16_rms_ls_dino-v2-il-all"
+CAMERAS = 4
+
+
+@dataclass
+class Result:
+    path: str
+    patch: int
+    precision: str
+    batch: int
+    images_per_s: float  # images done / wall time: what a loaded machine gives
+    p50_ms: float
+    p95_ms: float
+    median_images_per_s: float  # batch / median call time: robust to other processes' load
+    ratio_to_reference: float | None = None  # of median_images_per_s
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def build_full_checkpoint(path: Path, num_classes: int = 550, size: int = 240) -> Path:
+    """A full-size random-init FlexiViT S/16 in birder's .pt format (same speed as real)."""
+    import torch
+    from birder.model_registry import registry
+    from birder.version import __version__
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = registry.net_factory(NETWORK, num_classes, 3, size=(size, size))
+    torch.save(
+        {
+            "state": net.state_dict(),
+            "birder_version": __version__,
+            "task": net.task,
+            "signature": {
+                "inputs": [{"data_shape": [0, 3, size, size]}],
+                "outputs": [{"data_shape": [0, num_classes]}],
+            },
+            "class_to_idx": {f"species {i:03d}": i for i in range(num_classes)},
+            "rgb_stats": {"mean": (0.5191, 0.5306, 0.4877), "std": (0.2316, 0.2304, 0.2588)},
+        },
+        path,
+    )
+    return path
+
+
+def bench_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Smoothed-noise RGB crops: content does not change the speed, but keep it photo-like."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        small = rng.uniform(0, 255, (8, 8, 3)).astype(np.float32)
+        out[i] = np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 255)
+    return out
+
+
+def device_name(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads "
+            f"(torch {torch.__version__})")
+
+
+# --------------------------------------------------------------------------- timing
+
+# One measured path: given a time slice, run it and return (images done, seconds, per-call
+# latencies). Paths take turns in rounds so that load from other processes on the machine
+# hits them alike and the ratios stay fair.
+Runner = Callable[[float], tuple[int, float, list[float]]]
+
+
+def timed_loop(fn: Callable[[], int], seconds: float,
+               sync: Callable[[], None]) -> tuple[int, float, list[float]]:
+    """Call `fn` (returns images done) until `seconds` pass, at least once."""
+    calls: list[float] = []
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or not calls:
+        t0 = time.perf_counter()
+        done += fn()
+        sync()
+        calls.append(time.perf_counter() - t0)
+    return done, time.perf_counter() - start, calls
+
+
+def interleave(runners: list[Runner], seconds: float,
+               rounds: int) -> list[tuple[float, list[float]]]:
+    """Each runner gets `seconds` in total, in `rounds` turns; (images/s, latencies) each."""
+    done = [0] * len(runners)
+    elapsed = [0.0] * len(runners)
+    calls: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for i, run in enumerate(runners):
+            n, took, latencies = run(seconds / rounds)
+            done[i] += n
+            elapsed[i] += took
+            calls[i] += latencies
+    return [(n / took, lat) for n, took, lat in zip(done, elapsed, calls, strict=True)]
+
+
+def pct_ms(values: list[float]) -> tuple[float, float]:
+    p50, p95 = np.percentile(values, [50, 95]) * 1000.0
+    return float(p50), float(p95)
+
+
+def make_result(path: str, patch: int, precision: str, batch: int, rate: float,
+                latencies: list[float], **extra: Any) -> Result:
+    p50, p95 = pct_ms(latencies)
+    robust = batch / (p50 / 1000.0) if p50 > 0 else float("nan")
+    return Result(path, patch, precision, batch, rate, p50, p95, robust, extra=extra)
+
+
+# --------------------------------------------------------------------------- the paths
+
+
+def reference_runner(ckpt: Path, device: Any, patch: int, images: np.ndarray,
+                     sync: Callable[[], None]) -> Runner:
+    """The model card: load_model(inference=True), PIL image -> transform -> infer_image."""
+    import birder
+    from birder.common import fs_ops
+    from birder.inference.classification import infer_image
+    from PIL import Image
+
+    net, info = fs_ops.load_model(device, NETWORK, path=ckpt, inference=True)
+    size = birder.get_size_from_signature(info.signature)
+    transform = birder.classification_transform(size, info.rgb_stats)
+    kwargs = {} if patch == net.patch_size else {"patch_size": patch}  # birder's own way
+    pil = [Image.fromarray(im) for im in images]
+    counter = iter(range(1 << 62))
+
+    def one() -> int:
+        infer_image(net, pil[next(counter) % len(pil)], transform, device=device, **kwargs)
+        return 1
+
+    one()
+    one()  # warm-up
+    return lambda seconds: timed_loop(one, seconds, sync)
+
+
+def ours_runner(clf: Any, batch: int, images: np.ndarray, sync: Callable[[], None]) -> Runner:
+    """Classifier.predict on `batch` crops; a crop's latency is its whole batch's time."""
+    clf.warm_up([batch])
+    clf.predict(images[:batch])
+    offset = iter(range(1 << 62))
+
+    def call() -> int:
+        start = (next(offset) * batch) % (len(images) - batch + 1)
+        clf.predict(images[start:start + batch])
+        return batch
+
+    return lambda seconds: timed_loop(call, seconds, sync)
+
+
+def run_cameras(clf: Any, batch: int, images: np.ndarray, seconds: float, capacity: float,
+                precision: str) -> Result:
+    """4 camera threads -> CropQueue -> InferenceWorker, offered 1.25x the batch capacity."""
+    from camtrap.classifier import CropQueue, InferenceWorker, Prediction
+    from camtrap.config import BatchingConfig
+    from camtrap.regions import Crop
+
+    batching = BatchingConfig(max_size=batch, max_wait_ms=30, queue_size=2 * batch)
+    queue = CropQueue(batching.queue_size)
+    window = {"start": float("inf"), "end": float("inf")}
+    latencies: list[float] = []
+    completions: list[tuple[float, int]] = []  # (time, crops) per batch inside the window
+
+    def sink(predictions: list[Prediction]) -> None:
+        now = time.time()
+        if window["start"] <= now <= window["end"]:
+            latencies.extend(now - p.crop.ts for p in predictions)
+            completions.append((now, len(predictions)))
+
+    worker = InferenceWorker(clf, queue, batching, sink)
+    stop = threading.Event()
+    interval = CAMERAS / (1.25 * capacity)
+
+    def camera(name: str, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        seq = 0
+        while not stop.wait(rng.exponential(interval)):
+            image = images[seq % len(images)]
+            queue.put(Crop(name, time.time(), seq, (0, 0, 240, 240), (1920, 1080), image))
+            seq += 1
+
+    threads = [threading.Thread(target=camera, args=(f"cam{i}", i), daemon=True)
+               for i in range(CAMERAS)]
+    worker.start()
+    for t in threads:
+        t.start()
+    time.sleep(max(1.0, 5 * batch / capacity))  # ramp up: full queue, full batches
+    window["start"] = time.time()
+    time.sleep(seconds)
+    window["end"] = time.time()
+    stop.set()
+    quiet = logging.getLogger("camtrap.classifier")
+    level, quiet.level = quiet.level, logging.ERROR  # crops left at stop are expected here
+    worker.stop(drain_timeout_s=0.0)
+    quiet.setLevel(level)
+    batch_p50, _ = worker.latency_percentiles()
+    rate = steady_rate(completions)
+    result = make_result(
+        f"ours {CAMERAS} cams->queue->worker", clf.model.patch_size, precision, batch,
+        rate, latencies or [float("nan")],
+        offered_per_s=round(1.25 * capacity, 2), drops=sum(queue.drops.values()),
+        batch_p50_ms=round((batch_p50 or 0.0) * 1000.0, 1),
+        batch_sizes=dict(sorted(worker.batch_sizes.items())),
+    )
+    result.median_images_per_s = rate  # per-crop latency here includes queueing
+    return result
+
+
+def steady_rate(completions: list[tuple[float, int]]) -> float:
+    """Crops/s between the first and last batch completion seen (no edge quantisation)."""
+    if len(completions) < 2:
+        return float("nan")
+    crops = sum(n for _, n in completions[1:])
+    return crops / (completions[-1][0] - completions[0][0])
+
+
+def run_ceiling(clf: Any, seconds: float) -> Result:
+    """GPU only: the bare network, bf16 autocast, batch 256, input already normalised."""
+    import torch
+
+    net, device = clf.model.net, clf.device
+    x = torch.randn(256, 3, clf.input_size, clf.input_size, device=device)
+
+    def call() -> int:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            net(x)
+        return 256
+
+    call()
+    torch.cuda.synchronize()
+    done, elapsed, calls = timed_loop(call, seconds, torch.cuda.synchronize)
+    return make_result("raw forward ceiling (bf16 b256)", clf.model.patch_size, "bf16", 256,
+                       done / elapsed, calls)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="camtrap bench classifier", description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--patch", type=int, nargs="+", default=None,
+                   help="patch sizes (default: 16 plus --config's model.patch_size)")
+    p.add_argument("--batch", type=int, default=16, help="max batch (default 16)")
+    p.add_argument("--seconds", type=float, default=4.0,
+                   help="per path and setting (default 4; the 4-camera run gets twice that)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="turns the paths take, interleaved, within --seconds (default 2)")
+    p.add_argument("--precision", nargs="+", default=None,
+                   help="ours: fp32 bf16 fp16 auto (default: auto, plus bf16 on a CPU "
+                        "with native bf16)")
+    p.add_argument("--checkpoint", type=Path, help="a birder .pt (default: random-init, "
+                   "full-size, built in a temp dir)")
+    p.add_argument("--config", type=Path, help="take patch size, device and precision "
+                   "defaults from this config file")
+    p.add_argument("--compile", action="store_true", help="torch.compile ours")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    return p.parse_args(argv)
+
+
+def plan(args: argparse.Namespace) -> tuple[Any, list[int], list[str]]:
+    """The ModelConfig to start from, patch sizes and precisions to measure."""
+    from camtrap.config import ModelConfig, load_config
+    from camtrap.model import cpu_has_native_bf16, select_device
+
+    base = load_config(args.config).model if args.config else ModelConfig()
+    if args.device != "auto" or not args.config:
+        base = base.model_copy(update={"device": args.device})
+    patches = args.patch or sorted({16, base.patch_size})
+    precisions = args.precision
+    if precisions is None:
+        precisions = [base.precision]
+        on_cpu = select_device(base).type == "cpu"
+        if on_cpu and cpu_has_native_bf16() and base.precision in ("auto", "fp32"):
+            precisions.append("bf16")
+    return base, patches, precisions
+
+
+def run_bench(argv: list[str]) -> int:
+    """Run the benchmark; print a table (or JSON). Returns a process exit code."""
+    args = parse_args(argv)
+    import torch
+
+    from camtrap.model import select_device
+
+    base, patches, precisions = plan(args)
+    device = select_device(base)
+    load_before = os.getloadavg()[0]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    images = bench_images(64, base.input_size)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="camtrap-bench-") as tmp:
+        ckpt = args.checkpoint or build_full_checkpoint(Path(tmp) / f"{MODEL_NAME}.pt")
+        for patch in patches:
+            cfgs = [base.model_copy(update={"path": ckpt, "patch_size": patch, "precision": p,
+                                            "compile": args.compile}) for p in precisions]
+            results += bench_patch(args, ckpt, device, patch, cfgs, images, sync)
+    load = f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    report(results, f"{device_name(device)}; {load}", args.json)
+    return 0
+
+
+def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, cfgs: list[Any],
+                images: np.ndarray, sync: Callable[[], None]) -> list[Result]:
+    """Reference and ours at one patch size, every precision; ratios to the reference."""
+    from camtrap.classifier import Classifier
+
+    classifiers = [Classifier(cfg, max_batch=args.batch) for cfg in cfgs]
+    names = [str(clf.dtype).removeprefix("torch.") for clf in classifiers]
+    runners = [reference_runner(ckpt, device, patch, images, sync)]
+    for clf in classifiers:
+        runners += [ours_runner(clf, 1, images, sync), ours_runner(clf, args.batch, images, sync)]
+    measured = iter(interleave(runners, args.seconds, args.rounds))
+    ref = make_result("reference (birder, 1 PIL image)", patch, "fp32", 1, *next(measured))
+    section = [ref]
+    for clf, name in zip(classifiers, names, strict=True):
+        b1 = make_result("ours batch 1", patch, name, 1, *next(measured))
+        bn = make_result(f"ours batch {args.batch}", patch, name, args.batch, *next(measured))
+        cams = run_cameras(clf, args.batch, images, 2 * args.seconds, bn.images_per_s, name)
+        section += [b1, bn, cams]
+        if device.type == "cuda":
+            ceiling = run_ceiling(clf, args.seconds)
+            bn.extra["fraction_of_ceiling"] = round(
+                bn.median_images_per_s / ceiling.median_images_per_s, 3)
+            section.append(ceiling)
+    for r in section:
+        r.ratio_to_reference = round(r.median_images_per_s / ref.median_images_per_s, 2)
+    return section
+
+
+def report(results: list[Result], device: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"device": device, "results": [asdict(r) for r in results]}, indent=2))
+        return
+    print(f"device: {device}")
+    print("img/s: images / wall time; med img/s: batch / median call (robust to other load);"
+          " x ref: of med img/s")
+    header = (f"{'path':38s} {'patch':>5s} {'prec':>8s} {'img/s':>7s} {'med img/s':>9s} "
+              f"{'p50 ms':>8s} {'p95 ms':>8s} {'x ref':>6s}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        extra = " ".join(f"{k}={v}" for k, v in r.extra.items())
+        print(f"{r.path:38s} {r.patch:5d} {r.precision:>8s} {r.images_per_s:7.2f} "
+              f"{r.median_images_per_s:9.2f} {r.p50_ms:8.1f} {r.p95_ms:8.1f} "
+              f"{r.ratio_to_reference:6.2f}  {extra}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_bench(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""The classifier against birder's own reference path, the crop queue, the worker thread.
+
+The model is a real birder FlexiViT (random weights, 1 encoder layer, 8 classes) loaded
+from a real checkpoint file; the reference is birder's `classification_transform` on PIL
+images + `infer_batch`, exactly what the model card does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import birder
+import numpy as np
+import pytest
+import torch
+from birder.common import fs_ops
+from birder.inference.classification import infer_batch
+from checkpoint import build_checkpoint, textured_images
+from PIL import Image
+
+from camtrap.classifier import Classifier, CropQueue, InferenceWorker, Prediction, bucket_sizes
+from camtrap.config import BatchingConfig, ModelConfig
+from camtrap.model import cpu_has_native_bf16
+from camtrap.regions import Crop
+
+NETWORK = "flexivit_reg1_s16_rms_ls"
+NUM_CLASSES = 8
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+
+
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt")
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return textured_images(200, seed=7)
+
+
+def make_classifier(path: Path, **kw: object) -> Classifier:
+    options: dict[str, object] = {"path": path, "top_k": NUM_CLASSES, "device": "cpu",
+                                  "precision": "fp32"}
+    options.update(kw)
+    return Classifier(ModelConfig(**options))
+
+
+@pytest.fixture(scope="module")
+def clf(small_ckpt: Path) -> Classifier:
+    return make_classifier(small_ckpt)
+
+
+def reference_probs(path: Path, images: np.ndarray, patch_size: int | None = None,
+                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """birder's model-card path: load_model, classification_transform on PIL, infer_batch."""
+    net, info = fs_ops.load_model(torch.device(device), NETWORK, path=path, inference=True)
+    transform = birder.classification_transform((240, 240), info.rgb_stats)
+    kwargs = {} if patch_size is None else {"patch_size": patch_size}
+    probs, embeddings = [], []
+    for start in range(0, len(images), 50):
+        batch = torch.stack([transform(Image.fromarray(im)) for im in images[start:start + 50]])
+        p, e = infer_batch(net, batch.to(device), return_embedding=True, **kwargs)
+        probs.append(p)
+        embeddings.append(e)
+    return np.concatenate(probs), np.concatenate(embeddings)
+
+
+def crop(camera: str, seq: int, image: np.ndarray | None = None) -> Crop:
+    if image is None:
+        image = np.zeros((240, 240, 3), np.uint8)
+    return Crop(camera, time.time(), seq, (0, 0, 240, 240), (640, 480), image)
+
+
+# --------------------------------------------------------------------------- parity
+
+
+@pytest.fixture(scope="module")
+def reference(small_ckpt: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return reference_probs(small_ckpt, images)
+
+
+@pytest.fixture(scope="module")
+def ours_fp32(clf: Classifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs, indices, _ = clf.predict(images)
+    return probs, indices
+
+
+def _check_parity(ours: tuple[np.ndarray, np.ndarray], ref: np.ndarray, tol: float) -> float:
+    probs, indices = ours
+    assert probs.shape == (len(ref), NUM_CLASSES)
+    diff = float(np.abs(np.take_along_axis(ref, indices, axis=1) - probs).max())
+    assert diff <= tol
+    np.testing.assert_array_equal(indices[:, 0], ref.argmax(axis=1))
+    return diff
+
+
+def test_parity_with_birder_fp32_cpu(ours_fp32: tuple[np.ndarray, np.ndarray],
+                                     reference: tuple[np.ndarray, np.ndarray]) -> None:
+    probs, indices = ours_fp32
+    diff = _check_parity(ours_fp32, reference[0], 1e-5)
+    print(f"fp32 CPU parity over {len(probs)} crops: max |dp| = {diff:.3g}")
+    assert np.all(np.diff(probs, axis=1) <= 0)  # best first
+    assert len(set(indices[:, 0])) > 1  # the images really differ for the model
+
+
+@pytest.mark.parametrize("patch_size", [12, 24])
+def test_parity_at_other_patch_sizes(small_ckpt: Path, images: np.ndarray,
+                                     patch_size: int) -> None:
+    """Our once-at-load patch size equals birder's per-call (training-time) patch_size."""
+    ours = make_classifier(small_ckpt, patch_size=patch_size)
+    ref, _ = reference_probs(small_ckpt, images[:16], patch_size=patch_size)
+    probs, indices, _ = ours.predict(images[:16])
+    _check_parity((probs, indices), ref, 1e-5)
+
+
+def test_embedding_from_the_same_forward(clf: Classifier, small_ckpt: Path, images: np.ndarray,
+                                         reference: tuple[np.ndarray, np.ndarray]) -> None:
+    with_emb = make_classifier(small_ckpt, embedding=True)
+    subset = images[:24]
+    probs, indices, embedding = with_emb.predict(subset)
+    assert embedding is not None and embedding.shape == (24, 384)
+    assert embedding.dtype == np.float32
+    np.testing.assert_allclose(embedding, reference[1][:24], atol=1e-4)
+    _check_parity((probs, indices), reference[0][:24], 1e-5)
+    assert clf.predict(subset[:2])[2] is None
+
+
+def test_bf16_cpu_keeps_confident_top1(small_ckpt: Path, images: np.ndarray,
+                                       ours_fp32: tuple[np.ndarray, np.ndarray]) -> None:
+    bf16 = make_classifier(small_ckpt, precision="bf16")
+    print(f"native bf16: {cpu_has_native_bf16()}, running {bf16.dtype}")
+    p32, i32 = ours_fp32
+    p16, i16, _ = bf16.predict(images)
+    confident = (p32[:, 0] - p32[:, 1]) > 0.05
+    assert confident.mean() > 0.5
+    np.testing.assert_array_equal(i16[confident, 0], i32[confident, 0])
+    full32 = np.zeros((len(images), NUM_CLASSES))
+    full16 = np.zeros_like(full32)
+    np.put_along_axis(full32, i32, p32, axis=1)
+    np.put_along_axis(full16, i16, p16, axis=1)
+    print(f"bf16 vs fp32 on CPU: max |dp| = {np.abs(full32 - full16).max():.4f}, "
+          f"top-1 agreement {np.mean(i16[:, 0] == i32[:, 0]):.3f}")
+
+
+def test_padding_matches_unpadded(small_ckpt: Path, images: np.ndarray) -> None:
+    padded = make_classifier(small_ckpt, top_k=3)
+    plain = make_classifier(small_ckpt, top_k=3)
+    padded.pad_batches, plain.pad_batches = True, False
+    assert padded._bucket(5) == 8 and plain._bucket(5) == 5
+    a = padded.predict(images[:5])
+    b = plain.predict(images[:5])
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    assert a[0].shape == (5, 3)
+
+
+@pytest.mark.slow
+def test_compiled_matches_eager(small_ckpt: Path, images: np.ndarray) -> None:
+    """torch.compile (about 30 s here on the first batch) gives the eager answers."""
+    compiled = Classifier(ModelConfig(path=small_ckpt, device="cpu", precision="fp32",
+                                      compile=True, top_k=3), max_batch=8)
+    eager = make_classifier(small_ckpt, top_k=3)
+    assert compiled.pad_batches
+    a, b = compiled.predict(images[:5]), eager.predict(images[:5])
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+
+
+def test_large_input_is_chunked(small_ckpt: Path, images: np.ndarray) -> None:
+    small_batches = Classifier(ModelConfig(path=small_ckpt, device="cpu", precision="fp32"),
+                               max_batch=4)
+    probs, indices, _ = small_batches.predict(images[:9])
+    first = small_batches.predict(images[:4])
+    assert probs.shape == indices.shape == (9, 5)
+    np.testing.assert_allclose(probs[:4], first[0], atol=1e-6)
+
+
+def test_bucket_sizes() -> None:
+    assert bucket_sizes(1) == [1]
+    assert bucket_sizes(16) == [1, 2, 4, 8, 16]
+    assert bucket_sizes(24) == [1, 2, 4, 8, 16, 24]
+
+
+def test_classify_crops(clf: Classifier, images: np.ndarray) -> None:
+    crops = [crop("a", i, images[i]) for i in range(3)]
+    predictions = clf.classify(crops)
+    assert [p.crop for p in predictions] == crops
+    for p in predictions:
+        assert isinstance(p, Prediction)
+        assert len(p.top_k) == NUM_CLASSES
+        assert p.top_k[0][0] in clf.labels
+        assert sum(prob for _, prob in p.top_k) == pytest.approx(1.0, abs=1e-5)
+    assert clf.classify([]) == []
+
+
+def test_rejects_wrong_images(clf: Classifier) -> None:
+    with pytest.raises(ValueError, match=r"\(N, 240, 240, 3\)"):
+        clf.predict(np.zeros((1, 224, 224, 3), np.uint8))
+    with pytest.raises(ValueError, match="float32"):
+        clf.predict(np.zeros((1, 240, 240, 3), np.float32))
+
+
+def test_warm_up(clf: Classifier) -> None:
+    assert clf.warm_up([1, 3]) >= 0.0
+
+
+# --------------------------------------------------------------------------- CropQueue
+
+
+def test_queue_round_robin_across_cameras() -> None:
+    queue = CropQueue(100)
+    for i in range(30):
+        queue.put(crop("busy", i))
+    queue.put(crop("quiet", 0))
+    queue.put(crop("other", 0))
+    batch = queue.get_batch(max_size=4, max_wait_s=0.0, timeout_s=1.0)
+    assert sorted(c.camera for c in batch) == ["busy", "busy", "other", "quiet"]
+    assert [c.frame_seq for c in batch if c.camera == "busy"] == [0, 1]  # FIFO per camera
+    assert len(queue) == 28
+
+
+def test_queue_round_robin_continues_across_batches() -> None:
+    queue = CropQueue(100)
+    for cam in "abcd":
+        for i in range(3):
+            queue.put(crop(cam, i))
+    first = queue.get_batch(2, 0.0, 1.0)
+    second = queue.get_batch(2, 0.0, 1.0)
+    assert {c.camera for c in first} | {c.camera for c in second} == set("abcd")
+
+
+def test_queue_overload_drops_oldest_of_busiest() -> None:
+    queue = CropQueue(10)
+    for i in range(50):
+        queue.put(crop("busy", i))
+        if i % 15 == 0:
+            queue.put(crop("quiet", i))
+    assert len(queue) == 10
+    assert queue.drops == {"busy": 44}
+    batch = queue.get_batch(10, 0.0, 1.0)
+    assert sorted(c.frame_seq for c in batch if c.camera == "quiet") == [0, 15, 30, 45]
+    assert [c.frame_seq for c in batch if c.camera == "busy"] == list(range(44, 50))
+
+
+def test_get_batch_waits_at_most_max_wait_after_first_crop() -> None:
+    queue = CropQueue(100)
+    threading.Timer(0.1, lambda: queue.put(crop("a", 0))).start()
+    start = time.monotonic()
+    batch = queue.get_batch(max_size=8, max_wait_s=0.2, timeout_s=5.0)
+    elapsed = time.monotonic() - start
+    assert len(batch) == 1
+    assert 0.25 < elapsed < 0.8
+
+
+def test_get_batch_full_batch_does_not_wait() -> None:
+    queue = CropQueue(100)
+    for i in range(8):
+        queue.put(crop("a", i))
+    start = time.monotonic()
+    assert len(queue.get_batch(max_size=8, max_wait_s=5.0, timeout_s=5.0)) == 8
+    assert time.monotonic() - start < 0.5
+
+
+def test_get_batch_gathers_late_crops_within_the_wait() -> None:
+    queue = CropQueue(100)
+    queue.put(crop("a", 0))
+    threading.Timer(0.05, lambda: queue.put(crop("b", 0))).start()
+    batch = queue.get_batch(max_size=2, max_wait_s=2.0, timeout_s=1.0)
+    assert {c.camera for c in batch} == {"a", "b"}
+
+
+def test_get_batch_timeout_and_close() -> None:
+    queue = CropQueue(4)
+    start = time.monotonic()
+    assert queue.get_batch(4, 0.0, timeout_s=0.1) == []
+    assert time.monotonic() - start < 0.5
+    result: list[list[Crop]] = []
+    waiter = threading.Thread(target=lambda: result.append(queue.get_batch(4, 1.0, 30.0)))
+    waiter.start()
+    time.sleep(0.1)
+    start = time.monotonic()
+    queue.close()
+    waiter.join(2.0)
+    assert not waiter.is_alive() and result == [[]]
+    assert time.monotonic() - start < 0.5
+    assert queue.put(crop("a", 0)) is False
+
+
+def test_closed_queue_hands_out_the_rest_without_waiting() -> None:
+    queue = CropQueue(4)
+    queue.put(crop("a", 0))
+    queue.close()
+    start = time.monotonic()
+    assert len(queue.get_batch(4, max_wait_s=5.0, timeout_s=5.0)) == 1
+    assert time.monotonic() - start < 0.5
+    assert queue.get_batch(4, 5.0, 5.0) == []
+
+
+# --------------------------------------------------------------------------- InferenceWorker
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.predictions: list[Prediction] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, predictions: list[Prediction]) -> None:
+        with self.lock:
+            self.predictions.extend(predictions)
+
+    def wait_for(self, n: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.predictions) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def test_worker_end_to_end(clf: Classifier, images: np.ndarray) -> None:
+    queue = CropQueue(200)
+    sink = Collector()
+    worker = InferenceWorker(clf, queue, BatchingConfig(max_size=8, max_wait_ms=20), sink)
+    assert worker.name == "inference" and worker.daemon
+    worker.start()
+    crops = [crop(f"cam{i % 4}", i, images[i]) for i in range(40)]
+    for c in crops:
+        queue.put(c)
+    sink.wait_for(40, 30.0)
+    assert {id(p.crop) for p in sink.predictions} == {id(c) for c in crops}
+    stats = worker.stats()
+    assert stats["crops"] == 40 and stats["errors"] == 0
+    assert sum(n * k for n, k in worker.batch_sizes.items()) == 40
+    assert max(worker.batch_sizes) <= 8
+    p50, p95 = worker.latency_percentiles()
+    assert p50 is not None and p95 is not None and worker.last_latency_s is not None
+    before = worker.last_progress
+    time.sleep(0.6)
+    assert worker.last_progress > before  # moves while idle too
+    assert worker.stop(5.0)
+    assert not worker.is_alive()
+
+
+def test_worker_stop_drains_the_queue(clf: Classifier, images: np.ndarray) -> None:
+    queue = CropQueue(100)
+    sink = Collector()
+    worker = InferenceWorker(clf, queue, BatchingConfig(max_size=4, max_wait_ms=0), sink)
+    for i in range(20):
+        queue.put(crop("a", i, images[i]))
+    worker.start()
+    assert worker.stop(drain_timeout_s=30.0)
+    assert len(sink.predictions) == 20
+    assert len(queue) == 0
+
+
+def test_worker_survives_errors(clf: Classifier, images: np.ndarray) -> None:
+    queue = CropQueue(100)
+    sink = Collector()
+    worker = InferenceWorker(clf, queue, BatchingConfig(max_size=1, max_wait_ms=0), sink)
+    worker.start()
+    queue.put(crop("a", 0, np.zeros((100, 100, 3), np.uint8)))  # wrong size: classify raises
+    queue.put(crop("a", 1, images[0]))
+    sink.wait_for(1, 10.0)
+    assert worker.stop(5.0)
+    assert worker.errors == 1 and worker.failed_crops == 1
+    assert [p.crop.frame_seq for p in sink.predictions] == [1]
+
+
+def test_worker_stop_without_start(clf: Classifier) -> None:
+    worker = InferenceWorker(clf, CropQueue(4), BatchingConfig(), lambda _: None)
+    assert worker.stop(0.1)
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_parity_fp32(small_ckpt: Path, images: np.ndarray) -> None:
+    gpu = make_classifier(small_ckpt, device="cuda")
+    ref, _ = reference_probs(small_ckpt, images, device="cuda")
+    probs, indices, _ = gpu.predict(images)
+    diff = float(np.abs(np.take_along_axis(ref, indices, axis=1) - probs).max())
+    print(f"CUDA fp32 vs birder on CUDA: max |dp| = {diff:.3g}")
+    assert diff <= 1e-4
+    margin = np.sort(ref, axis=1)
+    confident = (margin[:, -1] - margin[:, -2]) > 1e-3
+    np.testing.assert_array_equal(indices[confident, 0], ref.argmax(axis=1)[confident])
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_low_precision_keeps_confident_top1(small_ckpt: Path, images: np.ndarray) -> None:
+    fast = make_classifier(small_ckpt, device="cuda", precision="auto")
+    assert fast.dtype in (torch.bfloat16, torch.float16)
+    ref, _ = reference_probs(small_ckpt, images, device="cuda")
+    _, indices, _ = fast.predict(images)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    confident = (top2[:, 1] - top2[:, 0]) > 0.05
+    np.testing.assert_array_equal(indices[confident, 0], ref.argmax(axis=1)[confident])
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_pinned_padded_path(small_ckpt: Path, images: np.ndarray) -> None:
+    gpu = make_classifier(small_ckpt, device="cuda", top_k=3)
+    assert gpu.pad_batches
+    a = gpu.predict(images[:5])
+    assert 8 in gpu._pinned and gpu._pinned[8].is_pinned()
+    b = gpu.predict(images[:5])  # the reused pinned buffer gives the same answer
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(a[0], b[0], atol=1e-6)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from servers import RtspServer  # noqa: E402
 
-from bench.motion import cpu_model  # noqa: E402
+from camtrap.benchmark import cpu_model  # noqa: E402
 from camtrap.camera import CameraWorker, FrameProcessor  # noqa: E402
 from camtrap.capture import Frame, ffmpeg_options  # noqa: E402
 from camtrap.config import CameraConfig, MotionConfig, RegionsConfig  # noqa: E402

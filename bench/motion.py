@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -29,22 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from camtrap.benchmark import cpu_model
 from camtrap.config import MotionConfig
 from camtrap.motion import MotionDetector
 
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
-
-
-def cpu_model() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def scene(width: int, height: int, n: int = 16, seed: int = 0) -> list[np.ndarray]:

@@ -95,11 +95,8 @@ def bench_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def device_name(device: Any) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+def cpu_model() -> str:
+    """The CPU's model name and core count, for benchmark reports."""
     model = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -108,8 +105,15 @@ def device_name(device: Any) -> str:
                 break
     except OSError:
         pass
-    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads "
-            f"(torch {torch.__version__})")
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def device_name(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{cpu_model()}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
 
 
 # --------------------------------------------------------------------------- timing

@@ -63,8 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
     setup_logging(cfg.logging)
     try:
-        classifier = _classifier(cfg.model)
-        classifier.warm_up()
+        classifier = _classifier(cfg.model, cfg.batching.max_size)
+        classifier.warm_up(classifier.buckets)  # the first bird is not slow
     except ModelError as exc:
         return _fail(str(exc))
     try:
@@ -167,7 +167,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail(f"{args.video}: no such video file")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        classifier = _classifier(cfg.model)
+        classifier = _classifier(cfg.model, cfg.batching.max_size)
     except ModelError as exc:
         return _fail(str(exc))
     out: IO[str] = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115

@@ -26,6 +26,7 @@ from camtrap.config import CameraConfig, Config, ConfigError, load_config
 from camtrap.health import HealthServer, Metrics
 from camtrap.homeassistant import Discovery
 from camtrap.logs import mask_url, setup_logging
+from camtrap.model import ModelError
 from camtrap.mqtt import MqttPublisher
 from camtrap.payloads import (
     Topics,
@@ -337,7 +338,7 @@ class Service:
         except ConfigError as exc:
             log.error("reload: %s is invalid, keeping the running config:\n  %s", exc.source,
                       "\n  ".join(exc.problems))
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, ModelError) as exc:
             log.error("reload failed, keeping the running config: %s", exc)
         finally:
             sd_notify("READY=1")
@@ -352,11 +353,10 @@ class Service:
             new = new.model_copy(update={name: getattr(old, name) for name in fixed})
         classifier = self.classifier
         if new.model != old.model:
-            from camtrap.classifier import Classifier
-
             log.info("reload: model settings changed; loading the model again")
-            classifier = Classifier(new.model)  # may raise: nothing has changed yet
-            classifier.warm_up()
+            # may raise: nothing has changed yet
+            classifier = Classifier(new.model, max_batch=new.batching.max_size)
+            classifier.warm_up(classifier.buckets)
         tracker = None
         if new.visits != old.visits or classifier is not self.classifier:
             tracker = VisitTracker(new.visits, classifier.labels, new.storage.jpeg_quality)

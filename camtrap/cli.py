@@ -12,9 +12,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from camtrap.config import Config, ConfigError, ModelConfig, load_config
+
+if TYPE_CHECKING:
+    from camtrap.classifier import Classifier
 
 log = logging.getLogger("camtrap")
 
@@ -46,10 +49,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _classifier(model_cfg: ModelConfig):
-    from camtrap.classifier import Classifier
+def _classifier(model_cfg: ModelConfig, max_batch: int = 64) -> Classifier:
+    from camtrap.classifier import Classifier  # torch loads only for commands that need it
 
-    return Classifier(model_cfg)
+    return Classifier(model_cfg, max_batch=max_batch)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -186,6 +186,14 @@ def test_sighup_with_invalid_file_keeps_running(
         daemon.wait_log("is invalid, keeping the running config")
         assert "cameras[0].detect_fps: Input should be greater than 0" in daemon.log
         assert "motion.bogus: unknown key" in daemon.log
+        # a valid file whose model cannot be loaded: the running model stays
+        cfg["cameras"][0]["detect_fps"] = 5
+        del cfg["motion"]
+        cfg["model"]["path"] = str(tmp_path / "gone.pt")
+        daemon.config_path.write_text(yaml.safe_dump(cfg))
+        daemon.proc.send_signal(1)
+        daemon.wait_log("reload failed, keeping the running config")
+        assert "gone.pt" in daemon.log
         mark = mqtt_recorder.mark()
         mqtt_recorder.wait_for("camtrap/feeder/#", since=mark, timeout=40)  # still working
         assert daemon.proc.poll() is None

@@ -250,6 +250,11 @@ class CropQueue:
                 self._cond.wait(remaining)
             return self._take(max_size)
 
+    def oldest_crop_ts(self) -> float | None:
+        """Frame time of the oldest queued crop: visits must not end before it is seen."""
+        with self._cond:
+            return min((f[0][1].ts for f in self._fifos.values() if f), default=None)
+
     def _oldest(self) -> float:
         return min(fifo[0][0] for fifo in self._fifos.values() if fifo)
 
@@ -306,6 +311,14 @@ class InferenceWorker(threading.Thread):
         self._stopping = threading.Event()
         self._drain_deadline = math.inf
         self._stats_lock = threading.Lock()
+        self._in_flight_ts: float | None = None
+
+    def pending_since(self) -> float | None:
+        """Frame time of the oldest crop not yet handed to the sink (queued or in a batch)."""
+        queued = self.queue.oldest_crop_ts()
+        in_flight = self._in_flight_ts
+        times = [t for t in (queued, in_flight) if t is not None]
+        return min(times) if times else None
 
     def run(self) -> None:
         max_wait_s = self.batching.max_wait_ms / 1000.0
@@ -317,7 +330,11 @@ class InferenceWorker(threading.Thread):
                 break
             batch = self.queue.get_batch(self.batching.max_size, max_wait_s, self.IDLE_TICK_S)
             if batch:
-                self._process(batch)
+                self._in_flight_ts = min(c.ts for c in batch)
+                try:
+                    self._process(batch)
+                finally:
+                    self._in_flight_ts = None
         left = len(self.queue)
         if left:
             log.warning("inference stopped with %d crops left unclassified", left)

@@ -196,8 +196,12 @@ class Service:
             self._handle(events)
 
     def _tick(self, now: float) -> None:
+        # A visit ends `end_after_s` after its last sighting *as far as classified*: while
+        # the classifier is behind, crops still queued may belong to it.
+        pending = self.inference.pending_since()
+        horizon = now if pending is None else min(now, pending)
         with self._visits_lock:
-            self._handle(self.tracker.tick(now))
+            self._handle(self.tracker.tick(horizon))
 
     def _handle(self, events: list[VisitEvent]) -> None:
         for ev in events:

@@ -14,6 +14,13 @@ Modes:
         With --object-period S the ball is shown for S seconds, then hidden for S seconds.
   file  serve an H.264 mp4/mov/mkv file as is (demux + h264parse), once, no loop; with
         --transcode any decodable file is decoded and re-encoded with x264.
+        With --loop the file's frames are read into memory once and served endlessly,
+        re-timestamped at the file's frame rate, from the key frame at or before --start-at
+        seconds: a long-running camera that costs almost no CPU (bench/pipeline.py runs
+        several 1080p ones beside the daemon). --mark S (repeatable) with --marks FILE
+        appends a line `MARK <S> <wall>` to FILE each time the frame at S s of the file is
+        due on the wire (time.time() of its running time on the pipeline clock): the known
+        truth of when an object appears.
 
 The factory is shared, so several clients can read one stream at once.
 """
@@ -21,8 +28,10 @@ The factory is shared, so several clients can read one stream at once.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
+import time
 from pathlib import Path
 
 import gi
@@ -127,6 +136,102 @@ class ObjectBlinker:
         media.connect("unprepared", lambda _media: GLib.source_remove(source_id))
 
 
+class LoopedClip:
+    """A file's H.264 access units, read once into memory and pushed through an appsrc forever.
+
+    Encoding 1080p live costs most of a core per camera; replaying pre-encoded frames costs
+    almost nothing, so a benchmark can run several cameras beside the daemon it measures.
+    Frames are re-timestamped at the file's rate, so the loop seam is seamless to a client.
+    Every new media (a client connecting after the last one left) starts at `start_at` again.
+    """
+
+    def __init__(
+        self, path: Path, start_at: float, marks: list[float], marks_file: Path | None
+    ) -> None:
+        self.frames, self.caps = self._read(path)
+        if not self.frames:
+            raise ValueError(f"{path}: no H.264 frames")
+        structure = self.caps.get_structure(0)
+        ok, num, den = structure.get_fraction("framerate")
+        self.fps = num / den if ok and num > 0 and den > 0 else 15.0
+        self.frame_ns = int(Gst.SECOND / self.fps)
+        start = min(int(start_at * self.fps), len(self.frames) - 1)
+        while start > 0 and self.frames[start].has_flags(Gst.BufferFlags.DELTA_UNIT):
+            start -= 1  # a client can only start decoding at a key frame
+        self.start = start
+        self.marks = {min(math.ceil(s * self.fps - 1e-6), len(self.frames) - 1): s for s in marks}
+        self.marks_file = marks_file
+
+    @staticmethod
+    def _read(path: Path) -> tuple[list[Gst.Buffer], Gst.Caps]:
+        location = GLib.strescape(str(path.resolve()))
+        suffix = path.suffix.lower()
+        demux = "matroskademux" if suffix in (".mkv", ".webm") else "qtdemux"
+        pipeline = Gst.parse_launch(
+            f'filesrc location="{location}" ! {demux} ! h264parse config-interval=-1 ! '
+            "video/x-h264,stream-format=byte-stream,alignment=au ! "
+            "appsink name=sink sync=false"
+        )
+        sink = pipeline.get_by_name("sink")
+        pipeline.set_state(Gst.State.PLAYING)
+        frames: list[Gst.Buffer] = []
+        caps = None
+        while True:
+            sample = sink.emit("try-pull-sample", 10 * Gst.SECOND)
+            if sample is None:
+                break
+            caps = caps or sample.get_caps()
+            frames.append(sample.get_buffer())
+        pipeline.set_state(Gst.State.NULL)
+        if caps is None:
+            raise ValueError(f"{path}: no H.264 stream")
+        return frames, caps
+
+    def launch(self) -> str:
+        return (
+            "( appsrc name=src format=time is-live=false ! h264parse ! "
+            "rtph264pay name=pay0 pt=96 config-interval=1 )"
+        )
+
+    def attach(self, factory: GstRtspServer.RTSPMediaFactory) -> None:
+        factory.connect("media-configure", self._on_media)
+
+    def _on_media(
+        self, _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia
+    ) -> None:
+        src = media.get_element().get_by_name("src")
+        src.set_property("caps", self.caps)
+        state = {"n": 0}
+        pending: list[tuple[float, int]] = []  # (mark s, pts ns) before the clock is known
+
+        def need_data(appsrc: Gst.Element, _length: int) -> None:
+            n = state["n"]
+            state["n"] = n + 1
+            index = (self.start + n) % len(self.frames)
+            buf = self.frames[index].copy()
+            buf.pts = buf.dts = n * self.frame_ns
+            buf.duration = self.frame_ns
+            if index in self.marks:
+                pending.append((self.marks[index], buf.pts))
+            if pending and self.marks_file is not None:
+                self._write_marks(appsrc, pending)
+            appsrc.emit("push-buffer", buf)
+
+        src.connect("need-data", need_data)
+
+    def _write_marks(self, appsrc: Gst.Element, pending: list[tuple[float, int]]) -> None:
+        clock = appsrc.get_clock()
+        if clock is None or appsrc.get_state(0)[1] != Gst.State.PLAYING:
+            return  # still prerolling: base time unknown; written at a later frame
+        now_ns, now_wall = clock.get_time(), time.time()
+        base = appsrc.get_base_time()
+        assert self.marks_file is not None
+        with self.marks_file.open("a") as f:
+            for mark, pts in pending:
+                f.write(f"MARK {mark:g} {now_wall + (base + pts - now_ns) / 1e9:.6f}\n")
+        pending.clear()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -144,15 +249,30 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="live: show the object for S s, hide it for S s, repeat (0: always shown)",
     )
+    parser.add_argument("--loop", action="store_true", help="file mode: serve endlessly")
+    parser.add_argument(
+        "--start-at", type=float, default=0.0, help="--loop: start S s into the file"
+    )
+    parser.add_argument(
+        "--mark", type=float, action="append", default=[], help="--loop: clip time to log"
+    )
+    parser.add_argument("--marks", type=Path, help="--loop: file that MARK lines go to")
     args = parser.parse_args(argv)
     if not args.mount.startswith("/"):
         parser.error("--mount must start with /")
+    if args.loop and (args.mode != "file" or args.transcode):
+        parser.error("--loop needs --mode file and no --transcode")
 
     Gst.init(None)
+    looped: LoopedClip | None = None
     if args.mode == "file":
         if args.file is None or not args.file.is_file():
             parser.error(f"--mode file needs an existing --file, got {args.file}")
-        launch = file_launch(args.file, args.transcode, args.fps, args.bitrate)
+        if args.loop:
+            looped = LoopedClip(args.file, args.start_at, args.mark, args.marks)
+            launch = looped.launch()
+        else:
+            launch = file_launch(args.file, args.transcode, args.fps, args.bitrate)
     else:
         launch = live_launch(args.width, args.height, args.fps, args.bitrate)
 
@@ -164,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     factory.set_shared(True)
     if args.mode == "live":
         ObjectBlinker(args.object_period).attach(factory)
+    if looped is not None:
+        looped.attach(factory)
     server.get_mount_points().add_factory(args.mount, factory)
 
     loop = GLib.MainLoop()

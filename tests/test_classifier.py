@@ -409,3 +409,32 @@ def test_cuda_pinned_padded_path(small_ckpt: Path, images: np.ndarray) -> None:
     b = gpu.predict(images[:5])  # the reused pinned buffer gives the same answer
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+
+
+def test_pending_since_covers_queued_and_in_flight_crops(clf: Classifier,
+                                                         images: np.ndarray) -> None:
+    """Visits end against the oldest unclassified crop, so a backlog never splits a visit."""
+    queue = CropQueue(10)
+    release = threading.Event()
+    seen: list[float] = []
+
+    def slow_sink(predictions: list[Prediction]) -> None:
+        seen.extend(p.crop.ts for p in predictions)
+        release.wait(10)
+
+    worker = InferenceWorker(clf, queue, BatchingConfig(max_size=1, max_wait_ms=0), slow_sink)
+    assert worker.pending_since() is None
+    queue.put(crop("a", 5, images[0]))
+    queue.put(crop("b", 7, images[1]))
+    assert queue.oldest_crop_ts() == worker.pending_since()
+    first = worker.pending_since()
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen, "the worker took no batch"
+    # one crop is in the (blocked) sink, the other still queued: the oldest still counts
+    assert worker.pending_since() == first
+    release.set()
+    assert worker.stop(5.0)
+    assert worker.pending_since() is None

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,13 @@ from daemon import Daemon, daemon_config
 from servers import Mosquitto, MqttRecorder, RtspServer
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def blinking_camera() -> Iterator[RtspServer]:
+    """The ball shows for 2 s and hides for 2 s: a visit starts and ends every 4 s."""
+    with RtspServer("live", object_period=2.0) as camera:
+        yield camera
 
 
 def event_keys(recorder: MqttRecorder) -> set[tuple[str, str, int]]:
@@ -29,11 +37,11 @@ def stored_events(db_path: Path) -> int:
 
 
 def test_broker_down_for_10s_loses_nothing(
-    tmp_path: Path, rtsp_camera: RtspServer, mosquitto: Mosquitto,
+    tmp_path: Path, blinking_camera: RtspServer, mosquitto: Mosquitto,
     mqtt_recorder: MqttRecorder, checkpoint_path: Path,
 ) -> None:
     # Short visits so several start and end while the broker is away.
-    cfg = daemon_config(tmp_path, camera_url=rtsp_camera.url, checkpoint=checkpoint_path,
+    cfg = daemon_config(tmp_path, camera_url=blinking_camera.url, checkpoint=checkpoint_path,
                         broker=mosquitto, visits={"end_after_s": 0.5, "min_hits": 1})
     with Daemon(cfg, tmp_path) as daemon:
         mqtt_recorder.wait_for(lambda m: m.topic == "camtrap/events", timeout=90)
@@ -61,10 +69,10 @@ def test_broker_down_for_10s_loses_nothing(
 
 
 def test_killed_daemon_delivers_pending_events_after_restart(
-    tmp_path: Path, rtsp_camera: RtspServer, mosquitto: Mosquitto,
+    tmp_path: Path, blinking_camera: RtspServer, mosquitto: Mosquitto,
     mqtt_recorder: MqttRecorder, checkpoint_path: Path,
 ) -> None:
-    cfg = daemon_config(tmp_path, camera_url=rtsp_camera.url, checkpoint=checkpoint_path,
+    cfg = daemon_config(tmp_path, camera_url=blinking_camera.url, checkpoint=checkpoint_path,
                         broker=mosquitto, visits={"end_after_s": 0.5, "min_hits": 1})
     db_path = tmp_path / "state" / "camtrap.sqlite3"
     with Daemon(cfg, tmp_path) as daemon:

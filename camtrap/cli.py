@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     # torch's OpenMP threads spin while waiting by default, which starves the camera threads
     # that share the cores; must be set before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # birder imports torch's C++ extension helper, which warns on every start of a CPU-only
+    # box that it found no CUDA runtime: noise in a daemon's log
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     started = time.monotonic()
     try:

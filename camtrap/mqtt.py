@@ -129,7 +129,7 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-        if self.connected:
+        if self.connected and not self._stopping.is_set():
             log.warning(
                 "mqtt: disconnected from %s:%d (%s); reconnecting", self.cfg.host, self.cfg.port, rc
             )

@@ -345,6 +345,7 @@ class RtspServer:
         object_period: float = 0.0,
         port: int | None = None,
         startup_timeout: float = 15.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         if mode not in ("live", "file"):
             raise ValueError(f"mode must be live or file, got {mode!r}")
@@ -359,6 +360,7 @@ class RtspServer:
         self.fps = fps
         self.object_period = object_period
         self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args)  # e.g. ["--loop", "--mark", "2", "--marks", F]
         self._port: int | None = port
         self.proc: subprocess.Popen[bytes] | None = None
         fd, name = tempfile.mkstemp(prefix="camtrap-rtsp-", suffix=".log")
@@ -414,7 +416,7 @@ class RtspServer:
             cmd += ["--file", str(self.file)]
         if self.transcode:
             cmd += ["--transcode"]
-        return cmd
+        return cmd + self.extra_args
 
     def start(self) -> Self:
         """Start and wait for its `PORT n` line; raises with its stderr if it dies first."""

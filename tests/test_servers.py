@@ -340,3 +340,23 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_loop_mode_repeats_the_clip_and_marks_appearances(tmp_path: Path) -> None:
+    """The pipeline benchmark's cameras: a file served forever, appearance times logged."""
+    clip = make_clip(tmp_path / "clip.mp4", seconds=4)
+    marks = tmp_path / "marks.txt"
+    extra = ["--loop", "--start-at", "1", "--mark", "2", "--marks", str(marks)]
+    with RtspServer("file", file=clip, extra_args=extra) as cam:
+        cap = open_capture(cam.url)
+        started, frames = time.time(), 0
+        while time.time() - started < 7.0:  # longer than the 4 s file: it must loop
+            ok, _ = cap.read()
+            assert ok, f"read failed after {frames} frames"
+            frames += 1
+        cap.release()
+    assert frames >= 7 * 15 * 0.9
+    walls = [float(line.split()[2]) for line in marks.read_text().splitlines()]
+    # starting at 1 s, the 2 s frame is due 1 s after the start, then every 4 s
+    assert len(walls) == 2 and abs(walls[1] - walls[0] - 4.0) < 0.05
+    assert abs(walls[0] - started - 1.0) < 0.5

@@ -13,7 +13,7 @@ import numpy as np
 
 from camtrap.capture import Backoff, CameraStatus, Capture, Frame
 from camtrap.config import CameraConfig, MotionConfig, RegionsConfig
-from camtrap.logs import mask_text
+from camtrap.logs import mask_text, name_os_thread
 from camtrap.motion import MotionDetector, MotionResult
 from camtrap.regions import Box, Crop, cut_crop, plan_regions, scale_boxes
 
@@ -151,6 +151,7 @@ class CameraWorker(threading.Thread):
             self._active.wait(1.0)
 
     def run(self) -> None:
+        name_os_thread()
         backoff = Backoff(self.camera.reconnect_min_s, self.camera.reconnect_max_s)
         try:
             while not self._stop_event.is_set():

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from camtrap.config import CameraConfig
-from camtrap.logs import mask_url
+from camtrap.logs import mask_url, name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -424,6 +424,7 @@ class StreamReader:
             self._busy = (time.monotonic(), limit, what)
 
     def _run(self, gen: int, failed_before: bool) -> None:
+        name_os_thread()
         while self._current(gen):
             if failed_before:
                 self.status._reconnects.add()

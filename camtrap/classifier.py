@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from camtrap.config import BatchingConfig, ModelConfig
+from camtrap.logs import name_os_thread
 from camtrap.model import (
     LoadedModel,
     apply_threads,
@@ -321,6 +322,7 @@ class InferenceWorker(threading.Thread):
         return min(times) if times else None
 
     def run(self) -> None:
+        name_os_thread()
         max_wait_s = self.batching.max_wait_ms / 1000.0
         while True:
             self.last_progress = time.monotonic()

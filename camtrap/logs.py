@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import re
 import sys
+import threading
 from urllib.parse import urlsplit, urlunsplit
 
 from camtrap.config import LoggingConfig
+
+_PR_SET_NAME = 15
+
+
+def name_os_thread() -> None:
+    """Give the calling thread its Python name in the kernel too (first 15 bytes), so
+    `top -H`, `ps -L` and /proc tell a camera from the classifier. Linux only; else no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    name = threading.current_thread().name.encode()[:15]
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name, 0, 0, 0)
+
 
 _URL_IN_TEXT = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/\s:@]+)(?::[^/\s@]*)?@")
 

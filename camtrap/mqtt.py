@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from camtrap.config import MqttConfig
+from camtrap.logs import name_os_thread
 from camtrap.payloads import Topics
 from camtrap.store import Store
 
@@ -143,6 +144,7 @@ class MqttPublisher:
         self._wake.set()
 
     def _pump_loop(self) -> None:
+        name_os_thread()
         while not self._stopping.is_set():
             self._wake.wait(1.0)
             self._wake.clear()

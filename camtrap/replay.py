@@ -18,7 +18,7 @@ from camtrap.classifier import Classifier
 from camtrap.config import Config
 from camtrap.payloads import event_body, to_json
 from camtrap.regions import Crop
-from camtrap.service import local_zone
+from camtrap.summary import resolve_tz
 from camtrap.visits import VisitEvent, VisitTracker
 
 REPLAY_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: stable times, stable visit ids
@@ -69,7 +69,7 @@ def replay(
     tracker = VisitTracker(cfg.visits, classifier.labels, cfg.storage.jpeg_quality)
     processor = FrameProcessor(cam_cfg, cfg.motion, cfg.regions, classifier.input_size)
     capture = Capture(cam_cfg, threading.Event(), realtime=False, start_ts=REPLAY_EPOCH)
-    tz = local_zone(cfg)
+    tz = resolve_tz(cfg.schedule.timezone)
     stats = ReplayStats()
     pending: list[Crop] = []
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+from pathlib import Path
 
 import pytest
 
 from camtrap.config import LoggingConfig
-from camtrap.logs import mask_text, mask_url, setup_logging
+from camtrap.logs import mask_text, mask_url, name_os_thread, setup_logging
 
 
 def test_mask_url_keeps_user_and_host() -> None:
@@ -53,3 +55,17 @@ def test_journal_format_has_priority_and_no_timestamp(
     logging.getLogger("camtrap.x").info("fine")
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["<3>camtrap.x: boom", "<6>camtrap.x: fine"]
+
+
+def test_threads_get_their_names_in_the_kernel() -> None:
+    """`top -H` and /proc show `inference`, `camera-feeder`, not twenty `python`s."""
+    seen: list[str] = []
+
+    def body() -> None:
+        name_os_thread()
+        seen.append(Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip())
+
+    t = threading.Thread(target=body, name="camera-feeder-with-a-long-name")
+    t.start()
+    t.join()
+    assert seen == ["camera-feeder-w"]  # the kernel keeps 15 bytes

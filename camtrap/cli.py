@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from camtrap.config import Config, ConfigError, ModelConfig, load_config
+from camtrap.config import ConfigError, ModelConfig, load_config
 
 if TYPE_CHECKING:
     from camtrap.classifier import Classifier
@@ -33,13 +33,14 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _load(path: Path) -> Config:
-    return load_config(path)
+def _invalid(exc: ConfigError) -> int:
+    """Exit 2 with every problem of the config file, one per line with its field path."""
+    return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        cfg = _load(args.config)
+        cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"{exc.source}: invalid configuration", file=sys.stderr)
         for problem in exc.problems:
@@ -61,9 +62,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from camtrap.service import run_daemon
 
     try:
-        cfg = _load(args.config)
+        cfg = load_config(args.config)
     except ConfigError as exc:
-        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+        return _invalid(exc)
     setup_logging(cfg.logging)
     try:
         classifier = _classifier(cfg.model, cfg.batching.max_size)
@@ -82,10 +83,10 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
     from camtrap.model import ModelError, resolve_checkpoint
 
     try:
-        cfg = _load(args.config)
+        cfg = load_config(args.config)
         path = resolve_checkpoint(cfg.model, progress=True)
     except ConfigError as exc:
-        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+        return _invalid(exc)
     except ModelError as exc:
         return _fail(str(exc))
     print(path)
@@ -96,7 +97,7 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
     """The config file's model section when there is one, else the defaults."""
     model = ModelConfig()
     if args.config.exists():
-        model = _load(args.config).model
+        model = load_config(args.config).model
     if args.model is not None:
         model = model.model_copy(update={"path": args.model.resolve()})
     return model
@@ -128,7 +129,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         model_cfg = _model_config(args).model_copy(update={"top_k": args.top})
         classifier = _classifier(model_cfg)
     except ConfigError as exc:
-        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+        return _invalid(exc)
     except ModelError as exc:
         return _fail(str(exc))
     failed = 0
@@ -163,9 +164,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from camtrap.replay import replay
 
     try:
-        cfg = _load(args.config)
+        cfg = load_config(args.config)
     except ConfigError as exc:
-        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+        return _invalid(exc)
     if not args.video.is_file():
         return _fail(f"{args.video}: no such video file")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -194,9 +195,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from camtrap.summary import summary_command
 
     try:
-        cfg = _load(args.config)
+        cfg = load_config(args.config)
     except ConfigError as exc:
-        return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
+        return _invalid(exc)
     return summary_command(cfg, args.date, args.json)
 
 

@@ -42,10 +42,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"{exc.source}: invalid configuration", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _invalid(exc)
     print(f"{args.config}: OK ({len(cfg.cameras)} camera(s))")
     return 0
 

@@ -206,62 +206,147 @@ def ours_runner(clf: Any, batch: int, images: np.ndarray, sync: Callable[[], Non
     return lambda seconds: timed_loop(call, seconds, sync)
 
 
+def overlapped_runner(clf: Any, batch: int, images: np.ndarray) -> Runner:
+    """The inference thread's CUDA schedule: batch k+1 is staged while batch k runs."""
+    clf.warm_up([batch])
+    offset = iter(range(1 << 62))
+    state: dict[str, Any] = {"pending": None}
+
+    def call() -> int:
+        start = (next(offset) * batch) % (len(images) - batch + 1)
+        pending = clf.submit(images[start:start + batch])
+        if state["pending"] is None:
+            state["pending"] = pending
+            return 0
+        state["pending"].result()
+        state["pending"] = pending
+        return batch
+
+    def drain() -> None:
+        if state["pending"] is not None:
+            state["pending"].result()
+            state["pending"] = None
+
+    def run(seconds: float) -> tuple[int, float, list[float]]:
+        result = timed_loop(call, seconds, lambda: None)
+        drain()
+        return result
+
+    return run
+
+
 def run_cameras(clf: Any, batch: int, images: np.ndarray, seconds: float, capacity: float,
                 precision: str) -> Result:
     """4 camera threads -> CropQueue -> InferenceWorker, offered 1.25x the batch capacity."""
-    from camtrap.classifier import CropQueue, InferenceWorker, Prediction
     from camtrap.config import BatchingConfig
-    from camtrap.regions import Crop
 
     batching = BatchingConfig(max_size=batch, max_wait_ms=30, queue_size=2 * batch)
+    load = run_load(clf, batching, images, CAMERAS, 1.25 * capacity / CAMERAS, seconds,
+                    ramp_s=max(1.0, 5 * batch / capacity))  # full queue, full batches
+    return Result(
+        f"ours {CAMERAS} cams->queue->worker", clf.model.patch_size, precision, batch,
+        load.classified_per_s, load.p50_ms, load.p95_ms, load.classified_per_s,
+        extra={"offered_per_s": load.offered_per_s, "drops": load.drops,
+               "batch_sizes": load.batch_sizes},
+    )
+
+
+@dataclass
+class Load:
+    """One step of the camera-capacity search: `cameras` feeding `rate` crops/s each."""
+
+    cameras: int
+    offered_per_s: float
+    classified_per_s: float
+    drops: int
+    p50_ms: float
+    p95_ms: float
+    batch_sizes: dict[int, int]
+
+    def sustained(self, max_p95_s: float) -> bool:
+        return self.drops == 0 and self.p95_ms <= max_p95_s * 1000.0
+
+
+def run_load(clf: Any, batching: Any, images: np.ndarray, cameras: int, rate: float,
+             seconds: float, ramp_s: float = 2.0) -> Load:
+    """`cameras` Poisson crop sources at `rate` each -> CropQueue -> InferenceWorker.
+
+    The daemon's real path, drops and all. A few feeder threads share the cameras, so a
+    search over hundreds of cameras measures the classifier, not Python's thread switching.
+    """
+    from camtrap.classifier import CropQueue, InferenceWorker, Prediction
+    from camtrap.regions import Crop
+
     queue = CropQueue(batching.queue_size)
     window = {"start": float("inf"), "end": float("inf")}
     latencies: list[float] = []
-    completions: list[tuple[float, int]] = []  # (time, crops) per batch inside the window
+    completions: list[tuple[float, int]] = []
 
     def sink(predictions: list[Prediction]) -> None:
         now = time.time()
-        if window["start"] <= now <= window["end"]:
+        if window["start"] <= min(p.crop.ts for p in predictions) and now <= window["end"]:
             latencies.extend(now - p.crop.ts for p in predictions)
             completions.append((now, len(predictions)))
 
     worker = InferenceWorker(clf, queue, batching, sink)
     stop = threading.Event()
-    interval = CAMERAS / (1.25 * capacity)
 
-    def camera(name: str, seed: int) -> None:
+    def feeder(names: list[str], seed: int) -> None:
         rng = np.random.default_rng(seed)
         seq = 0
-        while not stop.wait(rng.exponential(interval)):
-            image = images[seq % len(images)]
-            queue.put(Crop(name, time.time(), seq, (0, 0, 240, 240), (1920, 1080), image))
+        while not stop.wait(rng.exponential(1.0 / (rate * len(names)))):
+            queue.put(Crop(names[seq % len(names)], time.time(), seq, (0, 0, 240, 240),
+                           (1920, 1080), images[seq % len(images)]))
             seq += 1
 
-    threads = [threading.Thread(target=camera, args=(f"cam{i}", i), daemon=True)
-               for i in range(CAMERAS)]
+    names = [f"cam{i}" for i in range(cameras)]
+    n_feeders = min(cameras, 8)
+    threads = [threading.Thread(target=feeder, args=(names[i::n_feeders], i), daemon=True)
+               for i in range(n_feeders)]
     worker.start()
     for t in threads:
         t.start()
-    time.sleep(max(1.0, 5 * batch / capacity))  # ramp up: full queue, full batches
+    time.sleep(ramp_s)
+    drops_before = sum(queue.drop_counts().values())
     window["start"] = time.time()
     time.sleep(seconds)
     window["end"] = time.time()
+    drops = sum(queue.drop_counts().values()) - drops_before
     stop.set()
     quiet = logging.getLogger("camtrap.classifier")
-    level, quiet.level = quiet.level, logging.ERROR  # crops left at stop are expected here
+    level, quiet.level = quiet.level, logging.ERROR
     worker.stop(drain_timeout_s=0.0)
     quiet.setLevel(level)
-    batch_p50, _ = worker.latency_percentiles()
-    rate = steady_rate(completions)
-    result = make_result(
-        f"ours {CAMERAS} cams->queue->worker", clf.model.patch_size, precision, batch,
-        rate, latencies or [float("nan")],
-        offered_per_s=round(1.25 * capacity, 2), drops=sum(queue.drops.values()),
-        batch_p50_ms=round((batch_p50 or 0.0) * 1000.0, 1),
-        batch_sizes=dict(sorted(worker.batch_sizes.items())),
-    )
-    result.median_images_per_s = rate  # per-crop latency here includes queueing
-    return result
+    p50, p95 = pct_ms(latencies or [float("inf")])
+    return Load(cameras, round(cameras * rate, 1), round(steady_rate(completions), 1), drops,
+                round(p50, 1), round(p95, 1), dict(sorted(worker.batch_sizes.items())))
+
+
+def find_cameras(clf: Any, batching: Any, images: np.ndarray, rate: float, seconds: float,
+                 max_p95_s: float, start: int = 4, limit: int = 4096) -> list[Load]:
+    """Double the cameras until a step drops a crop or misses the p95, then bisect."""
+    steps: list[Load] = []
+    good, bad = 0, None
+    n = start
+    while n <= limit:
+        steps.append(run_load(clf, batching, images, n, rate, seconds))
+        log_step(steps[-1])
+        if not steps[-1].sustained(max_p95_s):
+            bad = n
+            break
+        good, n = n, 2 * n
+    while bad is not None and bad - good > max(1, good // 8):
+        n = (good + bad) // 2
+        steps.append(run_load(clf, batching, images, n, rate, seconds))
+        log_step(steps[-1])
+        good, bad = (n, bad) if steps[-1].sustained(max_p95_s) else (good, n)
+    return steps
+
+
+def log_step(step: Load) -> None:
+    print(f"  {step.cameras:5d} cameras: offered {step.offered_per_s:8.1f}/s, classified "
+          f"{step.classified_per_s:8.1f}/s, dropped {step.drops}, p95 {step.p95_ms:.1f} ms",
+          file=sys.stderr, flush=True)
 
 
 def steady_rate(completions: list[tuple[float, int]]) -> float:
@@ -312,6 +397,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="take patch size, device and precision "
                    "defaults from this config file")
     p.add_argument("--compile", action="store_true", help="torch.compile ours")
+    p.add_argument("--find-cameras", action="store_true",
+                   help="instead: how many cameras at --crop-rate crops/s each the classifier "
+                        "sustains with no crop dropped and p95 within --max-p95")
+    p.add_argument("--crop-rate", type=float, default=5.0,
+                   help="crops/s per camera for --find-cameras (default 5: a bird always in "
+                        "view at detect_fps 5)")
+    p.add_argument("--start-cameras", type=int, default=4,
+                   help="first step of --find-cameras, doubled from there (default 4)")
+    p.add_argument("--max-p95", type=float, default=1.5,
+                   help="seconds, put to prediction, for --find-cameras (default 1.5)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     return p.parse_args(argv)
 
@@ -347,15 +442,56 @@ def run_bench(argv: list[str]) -> int:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     images = bench_images(64, base.input_size)
     results: list[Result] = []
+    capacity: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="camtrap-bench-") as tmp:
         ckpt = args.checkpoint or build_full_checkpoint(Path(tmp) / f"{MODEL_NAME}.pt")
         for patch in patches:
             cfgs = [base.model_copy(update={"path": ckpt, "patch_size": patch, "precision": p,
                                             "compile": args.compile}) for p in precisions]
-            results += bench_patch(args, ckpt, device, patch, cfgs, images, sync)
+            if args.find_cameras:
+                capacity += [capacity_search(args, cfg, images) for cfg in cfgs]
+            else:
+                results += bench_patch(args, ckpt, device, patch, cfgs, images, sync)
     load = f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
-    report(results, f"{device_name(device)}; {load}", args.json)
+    if args.find_cameras:
+        report_capacity(capacity, f"{device_name(device)}; {load}", args)
+    else:
+        report(results, f"{device_name(device)}; {load}", args.json)
     return 0
+
+
+def capacity_search(args: argparse.Namespace, cfg: Any, images: np.ndarray) -> dict[str, Any]:
+    """find_cameras for one patch size and precision, with the daemon's batching path."""
+    from camtrap.classifier import Classifier
+    from camtrap.config import BatchingConfig
+
+    clf = Classifier(cfg, max_batch=args.batch)
+    clf.warm_up(clf.buckets)
+    batching = BatchingConfig(max_size=args.batch, max_wait_ms=30,
+                              queue_size=max(64, 4 * args.batch))
+    precision = str(clf.dtype).removeprefix("torch.")
+    print(f"patch {cfg.patch_size} {precision}, batch.max_size {batching.max_size}, "
+          f"queue_size {batching.queue_size}:", file=sys.stderr, flush=True)
+    steps = find_cameras(clf, batching, images, args.crop_rate, 2 * args.seconds, args.max_p95,
+                         start=args.start_cameras)
+    ok = [s.cameras for s in steps if s.sustained(args.max_p95)]
+    return {"patch": cfg.patch_size, "precision": precision, "batch": batching.max_size,
+            "queue_size": batching.queue_size, "sustained_cameras": max(ok, default=0),
+            "steps": [asdict(s) for s in steps]}
+
+
+def report_capacity(capacity: list[dict[str, Any]], device: str,
+                    args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps({"device": device, "crop_rate": args.crop_rate,
+                          "max_p95_s": args.max_p95, "capacity": capacity}, indent=2))
+        return
+    print(f"device: {device}")
+    print(f"cameras at {args.crop_rate:g} crops/s each, no crop dropped, p95 <= "
+          f"{args.max_p95:g} s (put to prediction):")
+    for c in capacity:
+        print(f"  patch {c['patch']:2d} {c['precision']:>8s} batch {c['batch']:4d}: "
+              f"{c['sustained_cameras']} cameras")
 
 
 def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, cfgs: list[Any],
@@ -368,18 +504,25 @@ def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, c
     runners = [reference_runner(ckpt, device, patch, images, sync)]
     for clf in classifiers:
         runners += [ours_runner(clf, 1, images, sync), ours_runner(clf, args.batch, images, sync)]
+        if clf.asynchronous:
+            runners.append(overlapped_runner(clf, args.batch, images))
     measured = iter(interleave(runners, args.seconds, args.rounds))
     ref = make_result("reference (birder, 1 PIL image)", patch, "fp32", 1, *next(measured))
     section = [ref]
     for clf, name in zip(classifiers, names, strict=True):
         b1 = make_result("ours batch 1", patch, name, 1, *next(measured))
         bn = make_result(f"ours batch {args.batch}", patch, name, args.batch, *next(measured))
+        ours = [bn]
+        if clf.asynchronous:
+            ours.append(make_result(f"ours batch {args.batch}, 2 in flight", patch, name,
+                                    args.batch, *next(measured)))
         cams = run_cameras(clf, args.batch, images, 2 * args.seconds, bn.images_per_s, name)
-        section += [b1, bn, cams]
+        section += [b1, *ours, cams]
         if device.type == "cuda":
             ceiling = run_ceiling(clf, args.seconds)
-            bn.extra["fraction_of_ceiling"] = round(
-                bn.median_images_per_s / ceiling.median_images_per_s, 3)
+            for r in ours:
+                r.extra["fraction_of_ceiling"] = round(
+                    r.median_images_per_s / ceiling.median_images_per_s, 3)
             section.append(ceiling)
     for r in section:
         r.ratio_to_reference = round(r.median_images_per_s / ref.median_images_per_s, 2)

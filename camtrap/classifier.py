@@ -49,8 +49,27 @@ def bucket_sizes(max_batch: int) -> list[int]:
     return [*sizes, max_batch]
 
 
+class PendingBatch:
+    """A batch on its way through the model; `result()` waits for it.
+
+    On CUDA the upload, forward and copy back are queued on the device, so the caller can
+    stage the next batch while this one runs. On a CPU the work is already done.
+    """
+
+    def __init__(self, n: int, out: torch.Tensor, done: torch.cuda.Event | None = None) -> None:
+        self.n = n
+        self._out = out  # [n, out width] float32 on the host (pinned while being copied)
+        self._done = done
+
+    def result(self) -> np.ndarray:
+        """[n, k probs | k indices | embedding] float32, owned by the caller."""
+        if self._done is not None:
+            self._done.synchronize()
+        return self._out.numpy().copy()
+
+
 class Classifier:
-    """The model plus batched on-device preprocessing; thread-safe, one forward at a time."""
+    """The model plus batched on-device preprocessing; thread-safe, one launch at a time."""
 
     def __init__(self, cfg: ModelConfig, path: Path | None = None, *, max_batch: int = 64) -> None:
         apply_threads(cfg)
@@ -67,10 +86,13 @@ class Classifier:
         self.buckets = bucket_sizes(max_batch)
         # Padding only pays where a fixed shape is reused (compiled graphs, cuDNN plans);
         # on an eager CPU it would be pure extra work.
-        self.pad_batches = self.device.type == "cuda" or cfg.compile
+        self._cuda = self.device.type == "cuda"
+        self.pad_batches = self._cuda or cfg.compile
         self._mean = torch.tensor(self.model.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.model.std, device=self.device).view(1, 3, 1, 1)
-        self._pinned: dict[int, torch.Tensor] = {}
+        # Two pinned staging buffers per batch size, each with the event of its last upload:
+        # one batch can be staged while the previous one is still being copied up.
+        self._pinned: dict[int, list[tuple[torch.Tensor, torch.cuda.Event | None]]] = {}
         self._lock = threading.Lock()
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._forward_impl
         if cfg.compile:
@@ -80,25 +102,66 @@ class Classifier:
     def embedding_size(self) -> int:
         return int(getattr(self.model.net, "embedding_size", 0))
 
+    @property
+    def max_batch(self) -> int:
+        return self.buckets[-1]
+
+    @property
+    def asynchronous(self) -> bool:
+        """True where `submit` returns before the forward is done (CUDA)."""
+        return self._cuda
+
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """uint8 NHWC RGB -> (top-k probs float32 [N,k], indices int64 [N,k], emb [N,D]|None)."""
         self._check(images)
-        parts = [
-            self._predict_chunk(images[i : i + self.buckets[-1]])
-            for i in range(0, len(images), self.buckets[-1])
-        ]
-        out = np.concatenate(parts) if parts else np.zeros((0, self._out_width()), np.float32)
+        step = self.max_batch
+        parts: list[np.ndarray] = []
+        previous: PendingBatch | None = None
+        for i in range(0, len(images), step):  # two chunks in flight: staging overlaps forward
+            pending = self.submit(images[i : i + step])
+            if previous is not None:
+                parts.append(previous.result())
+            previous = pending
+        if previous is not None:
+            parts.append(previous.result())
+        return self.split(np.concatenate(parts) if parts else np.zeros((0, self._out_width()),
+                                                                         np.float32))
+
+    def split(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A `PendingBatch.result()` -> (probs, indices, embedding), as `predict` returns."""
         k = self.top_k
         probs = np.ascontiguousarray(out[:, :k])
         indices = out[:, k : 2 * k].astype(np.int64)
         embedding = np.ascontiguousarray(out[:, 2 * k :]) if self.with_embedding else None
         return probs, indices, embedding
 
+    def submit(self, images: np.ndarray) -> PendingBatch:
+        """Start one forward for up to `max_batch` uint8 NHWC images; see `PendingBatch`."""
+        self._check(images)
+        if len(images) > self.max_batch:
+            raise ValueError(f"{len(images)} images in one batch, max_batch is {self.max_batch}")
+        with self._lock, torch.inference_mode():
+            x = self._upload(images)
+            out = self._forward(x)[: len(images)]
+            if not self._cuda:
+                return PendingBatch(len(images), out)
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            return PendingBatch(len(images), host, done)
+
     def classify(self, crops: list[Crop]) -> list[Prediction]:
         """One forward for all `crops`; predictions in the same order."""
         if not crops:
             return []
-        probs, indices, embedding = self.predict(np.stack([c.image for c in crops]))
+        return self.predictions(crops, self.predict(np.stack([c.image for c in crops])))
+
+    def predictions(self, crops: list[Crop],
+                    predicted: tuple[np.ndarray, np.ndarray, np.ndarray | None]
+                    ) -> list[Prediction]:
+        """`predict`'s arrays for `crops` -> one Prediction per crop, labels attached."""
+        probs, indices, embedding = predicted
         return [
             Prediction(
                 crop=crop,
@@ -136,29 +199,29 @@ class Classifier:
             return n
         return next(b for b in self.buckets if b >= n)
 
-    def _staged(self, images: np.ndarray) -> torch.Tensor:
-        """A host uint8 tensor of the bucket's size holding `images` (pinned on CUDA)."""
+    def _upload(self, images: np.ndarray) -> torch.Tensor:
+        """`images` as a uint8 tensor of the bucket's size on the device."""
         n, size = len(images), self._bucket(len(images))
         src = torch.from_numpy(np.ascontiguousarray(images))
-        if self.device.type == "cuda":
-            buf = self._pinned.get(size)
-            if buf is None:
-                buf = torch.zeros((size, *images.shape[1:]), dtype=torch.uint8, pin_memory=True)
-                self._pinned[size] = buf
+        if self._cuda:
+            ring = self._pinned.setdefault(size, [])
+            if len(ring) < 2:
+                shape = (size, *images.shape[1:])
+                ring.append((torch.zeros(shape, dtype=torch.uint8, pin_memory=True), None))
+            buf, uploaded = ring.pop(0)
+            if uploaded is not None:
+                uploaded.synchronize()  # its last upload must be done before it is refilled
             buf[:n].copy_(src)  # rows past n: stale padding, never read back
-            return buf
+            x = buf.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            ring.append((buf, event))
+            return x
         if size == n:
             return src
         buf = torch.zeros((size, *images.shape[1:]), dtype=torch.uint8)
         buf[:n].copy_(src)
         return buf
-
-    def _predict_chunk(self, images: np.ndarray) -> np.ndarray:
-        with self._lock, torch.inference_mode():
-            host = self._staged(images)
-            x = host.to(self.device, non_blocking=True)
-            out = self._forward(x)[: len(images)]
-            return out.cpu().numpy()  # the one copy back (and the sync point)
 
     def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC on the device -> [B, k probs | k indices | embedding] float32."""
@@ -279,10 +342,19 @@ class CropQueue:
             self._cond.notify_all()
 
 
+@dataclass
+class _Launched:
+    crops: list[Crop]
+    pending: PendingBatch
+    started: float  # perf_counter
+
+
 class InferenceWorker(threading.Thread):
     """The one thread that runs the model: queue -> batch -> classify -> sink.
 
-    Errors in `classify` or the sink are logged and counted; the thread keeps going.
+    On CUDA the next batch is taken and staged while the device runs the current one (two in
+    flight at most); on a CPU each batch is finished before the next is taken. Errors in
+    classifying or in the sink are logged and counted; the thread keeps going.
     `last_progress` moves on every loop turn, idle or busy, so a watchdog can tell a stuck
     forward from a quiet feeder.
     """
@@ -312,52 +384,76 @@ class InferenceWorker(threading.Thread):
         self._stopping = threading.Event()
         self._drain_deadline = math.inf
         self._stats_lock = threading.Lock()
-        self._in_flight_ts: float | None = None
+        self._in_flight_ts: tuple[float, ...] = ()  # oldest frame time of each batch out
 
     def pending_since(self) -> float | None:
         """Frame time of the oldest crop not yet handed to the sink (queued or in a batch)."""
         queued = self.queue.oldest_crop_ts()
-        in_flight = self._in_flight_ts
-        times = [t for t in (queued, in_flight) if t is not None]
+        times = [t for t in (queued, *self._in_flight_ts) if t is not None]
         return min(times) if times else None
 
     def run(self) -> None:
         name_os_thread()
         max_wait_s = self.batching.max_wait_ms / 1000.0
+        max_size = min(self.batching.max_size, self.classifier.max_batch)
+        out: _Launched | None = None
         while True:
             self.last_progress = time.monotonic()
             if self._stopping.is_set() and (
                 len(self.queue) == 0 or time.monotonic() >= self._drain_deadline
             ):
                 break
-            batch = self.queue.get_batch(self.batching.max_size, max_wait_s, self.IDLE_TICK_S)
-            if batch:
-                self._in_flight_ts = min(c.ts for c in batch)
-                try:
-                    self._process(batch)
-                finally:
-                    self._in_flight_ts = None
+            # With a batch on the device, take only what is queued now: its result is due.
+            wait, tick = (0.0, 0.0) if out else (max_wait_s, self.IDLE_TICK_S)
+            batch = self.queue.get_batch(max_size, wait, tick)
+            launched = self._launch(batch) if batch else None
+            if out is not None:
+                self._finish(out)
+            out = launched
+            if out is not None and not self.classifier.asynchronous:
+                self._finish(out)
+                out = None
+        if out is not None:
+            self._finish(out)
         left = len(self.queue)
         if left:
             log.warning("inference stopped with %d crops left unclassified", left)
 
-    def _process(self, batch: list[Crop]) -> None:
+    def _launch(self, batch: list[Crop]) -> _Launched | None:
+        self._in_flight_ts = (*self._in_flight_ts, min(c.ts for c in batch))
         start = time.perf_counter()
         try:
-            predictions = self.classifier.classify(batch)
+            pending = self.classifier.submit(np.stack([c.image for c in batch]))
         except Exception:
-            log.exception("classifying a batch of %d crops failed", len(batch))
-            with self._stats_lock:
-                self.errors += 1
-                self.failed_crops += len(batch)
-            return
-        self._record(len(batch), time.perf_counter() - start)
+            self._in_flight_ts = self._in_flight_ts[:-1]
+            self._failed(batch)
+            return None
+        return _Launched(batch, pending, start)
+
+    def _finish(self, out: _Launched) -> None:
+        """Wait for the oldest batch out and hand its predictions to the sink."""
         try:
-            self.sink(predictions)
-        except Exception:
-            log.exception("prediction sink failed")
-            with self._stats_lock:
-                self.errors += 1
+            try:
+                predicted = self.classifier.split(out.pending.result())
+            except Exception:
+                self._failed(out.crops)
+                return
+            predictions = self.classifier.predictions(out.crops, predicted)
+            self._record(len(out.crops), time.perf_counter() - out.started)
+            try:
+                self.sink(predictions)
+            except Exception:
+                log.exception("prediction sink failed")
+                with self._stats_lock:
+                    self.errors += 1
+        finally:
+            self._in_flight_ts = self._in_flight_ts[1:]
+
+    def _failed(self, batch: list[Crop]) -> None:
+        log.exception("classifying a batch of %d crops failed", len(batch))
+        with self._stats_lock:
+            self.errors += 1
+            self.failed_crops += len(batch)
 
     def _record(self, n: int, latency_s: float) -> None:
         with self._stats_lock:

@@ -200,8 +200,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from camtrap.benchmark import run_bench
+    from camtrap.model import ModelError
 
-    return run_bench(args.rest)
+    try:
+        return run_bench(args.rest)
+    except ModelError as exc:
+        return _fail(str(exc))
+    except ConfigError as exc:
+        return _invalid(exc)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -376,8 +376,8 @@ class Service:
             log.warning("reload: %s changed; restart the service to apply it", ", ".join(fixed))
             new = new.model_copy(update={name: getattr(old, name) for name in fixed})
         classifier = self.classifier
-        if new.model != old.model:
-            log.info("reload: model settings changed; loading the model again")
+        if new.model != old.model or new.batching.max_size != old.batching.max_size:
+            log.info("reload: model or batch size changed; loading the model again")
             # may raise: nothing has changed yet
             classifier = Classifier(new.model, max_batch=new.batching.max_size)
             classifier.warm_up(classifier.buckets)

@@ -168,6 +168,14 @@ def test_compiled_matches_eager(small_ckpt: Path, images: np.ndarray) -> None:
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)
 
 
+def test_submit_takes_one_batch_at_most(clf: Classifier, images: np.ndarray) -> None:
+    pending = clf.submit(images[:3])
+    _, indices, _ = clf.split(pending.result())
+    np.testing.assert_array_equal(indices, clf.predict(images[:3])[1])
+    with pytest.raises(ValueError, match=f"65 images in one batch, max_batch is {clf.max_batch}"):
+        clf.submit(images[:65])
+
+
 def test_large_input_is_chunked(small_ckpt: Path, images: np.ndarray) -> None:
     small_batches = Classifier(ModelConfig(path=small_ckpt, device="cpu", precision="fp32"),
                                max_batch=4)
@@ -365,6 +373,38 @@ def test_worker_survives_errors(clf: Classifier, images: np.ndarray) -> None:
     assert [p.crop.frame_seq for p in sink.predictions] == [1]
 
 
+class Overlapping(Classifier):
+    """The CPU classifier, with the worker's CUDA schedule: take the next batch first."""
+
+    @property
+    def asynchronous(self) -> bool:
+        return True
+
+
+def test_worker_with_a_batch_in_flight_keeps_order_and_results(
+        small_ckpt: Path, images: np.ndarray) -> None:
+    """The CUDA schedule (next batch taken before the last one's result) loses nothing."""
+    overlapping = Overlapping(ModelConfig(path=small_ckpt, device="cpu", precision="fp32",
+                                          top_k=1), max_batch=4)
+    queue = CropQueue(200)
+    sink = Collector()
+    worker = InferenceWorker(overlapping, queue, BatchingConfig(max_size=4, max_wait_ms=0), sink)
+    crops = [crop("a", i, images[i]) for i in range(30)]
+    crops.insert(7, crop("a", 99, np.zeros((100, 100, 3), np.uint8)))  # one bad batch
+    for c in crops:
+        queue.put(c)
+    worker.start()
+    sink.wait_for(26, 30.0)
+    assert worker.stop(5.0)
+    good = [p.crop.frame_seq for p in sink.predictions]
+    assert good == sorted(good) and 99 not in good
+    assert worker.failed_crops + len(good) == len(crops) and worker.errors == 1
+    _, indices, _ = overlapping.predict(np.stack([p.crop.image for p in sink.predictions]))
+    assert [p.top_k[0][0] for p in sink.predictions] == [overlapping.labels[i]
+                                                          for i in indices[:, 0]]
+    assert worker.pending_since() is None
+
+
 def test_worker_stop_without_start(clf: Classifier) -> None:
     worker = InferenceWorker(clf, CropQueue(4), BatchingConfig(), lambda _: None)
     assert worker.stop(0.1)
@@ -403,12 +443,40 @@ def test_cuda_low_precision_keeps_confident_top1(small_ckpt: Path, images: np.nd
 @needs_cuda
 def test_cuda_pinned_padded_path(small_ckpt: Path, images: np.ndarray) -> None:
     gpu = make_classifier(small_ckpt, device="cuda", top_k=3)
-    assert gpu.pad_batches
+    assert gpu.pad_batches and gpu.asynchronous
     a = gpu.predict(images[:5])
-    assert 8 in gpu._pinned and gpu._pinned[8].is_pinned()
-    b = gpu.predict(images[:5])  # the reused pinned buffer gives the same answer
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    b = gpu.predict(images[:5])
+    c = gpu.predict(images[:5])  # both pinned buffers of the ring reused
+    assert [buf.is_pinned() for buf, _ in gpu._pinned[8]] == [True, True]
+    for other in (b, c):
+        np.testing.assert_array_equal(a[1], other[1])
+        np.testing.assert_allclose(a[0], other[0], atol=1e-6)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_batches_in_flight_match_one_at_a_time(small_ckpt: Path,
+                                                    images: np.ndarray) -> None:
+    """Staging batch k+1 while batch k runs must not touch k's input or output."""
+    gpu = Classifier(ModelConfig(path=small_ckpt, device="cuda", precision="fp32", top_k=3),
+                     max_batch=8)
+    one_by_one = [gpu.split(gpu.submit(images[i:i + 8]).result()) for i in range(0, 200, 8)]
+    pending = [gpu.submit(images[i:i + 8]) for i in range(0, 200, 8)]  # 25 in flight
+    together = [gpu.split(p.result()) for p in pending]
+    for a, b in zip(one_by_one, together, strict=True):
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    queue = CropQueue(256)
+    sink = Collector()
+    worker = InferenceWorker(gpu, queue, BatchingConfig(max_size=8, max_wait_ms=0), sink)
+    for i in range(200):
+        queue.put(crop("a", i, images[i]))
+    worker.start()
+    sink.wait_for(200, 60.0)
+    assert worker.stop(5.0)
+    assert [p.crop.frame_seq for p in sink.predictions] == list(range(200))
+    expected = np.concatenate([idx for _, idx, _ in one_by_one])[:, 0]
+    assert [p.top_k[0][0] for p in sink.predictions] == [gpu.labels[i] for i in expected]
 
 
 def test_pending_since_covers_queued_and_in_flight_crops(clf: Classifier,

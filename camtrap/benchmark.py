@@ -440,7 +440,7 @@ def run_bench(argv: list[str]) -> int:
     device = select_device(base)
     load_before = os.getloadavg()[0]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    images = bench_images(64, base.input_size)
+    images = bench_images(max(64, 2 * args.batch), base.input_size)  # a whole batch each
     results: list[Result] = []
     capacity: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="camtrap-bench-") as tmp:

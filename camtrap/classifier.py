@@ -87,6 +87,10 @@ class Classifier:
         # Padding only pays where a fixed shape is reused (compiled graphs, cuDNN plans);
         # on an eager CPU it would be pure extra work.
         self._cuda = self.device.type == "cuda"
+        if self._cuda and self.dtype == torch.float32:
+            # fp32 means fp32: cuDNN runs fp32 convolutions as TF32 by default, which moved
+            # probabilities by 4e-4 against birder on an H200. Process-wide, like the model.
+            torch.backends.cudnn.allow_tf32 = False
         self.pad_batches = self._cuda or cfg.compile
         self._mean = torch.tensor(self.model.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.model.std, device=self.device).view(1, 3, 1, 1)

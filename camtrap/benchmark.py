@@ -322,14 +322,14 @@ def run_load(clf: Any, batching: Any, images: np.ndarray, cameras: int, rate: fl
                 round(p50, 1), round(p95, 1), dict(sorted(worker.batch_sizes.items())))
 
 
-def find_cameras(clf: Any, batching: Any, images: np.ndarray, rate: float, seconds: float,
-                 max_p95_s: float, start: int = 4, limit: int = 4096) -> list[Load]:
-    """Double the cameras until a step drops a crop or misses the p95, then bisect."""
+def find_cameras(measure: Callable[[int], Load], max_p95_s: float, start: int = 4,
+                 limit: int = 4096) -> list[Load]:
+    """Double the cameras until a step drops a crop or misses the p95, then bisect to 1/8."""
     steps: list[Load] = []
     good, bad = 0, None
     n = start
     while n <= limit:
-        steps.append(run_load(clf, batching, images, n, rate, seconds))
+        steps.append(measure(n))
         log_step(steps[-1])
         if not steps[-1].sustained(max_p95_s):
             bad = n
@@ -337,7 +337,7 @@ def find_cameras(clf: Any, batching: Any, images: np.ndarray, rate: float, secon
         good, n = n, 2 * n
     while bad is not None and bad - good > max(1, good // 8):
         n = (good + bad) // 2
-        steps.append(run_load(clf, batching, images, n, rate, seconds))
+        steps.append(measure(n))
         log_step(steps[-1])
         good, bad = (n, bad) if steps[-1].sustained(max_p95_s) else (good, n)
     return steps
@@ -472,8 +472,9 @@ def capacity_search(args: argparse.Namespace, cfg: Any, images: np.ndarray) -> d
     precision = str(clf.dtype).removeprefix("torch.")
     print(f"patch {cfg.patch_size} {precision}, batch.max_size {batching.max_size}, "
           f"queue_size {batching.queue_size}:", file=sys.stderr, flush=True)
-    steps = find_cameras(clf, batching, images, args.crop_rate, 2 * args.seconds, args.max_p95,
-                         start=args.start_cameras)
+    steps = find_cameras(
+        lambda n: run_load(clf, batching, images, n, args.crop_rate, 2 * args.seconds),
+        args.max_p95, start=args.start_cameras)
     ok = [s.cameras for s in steps if s.sustained(args.max_p95)]
     return {"patch": cfg.patch_size, "precision": precision, "batch": batching.max_size,
             "queue_size": batching.queue_size, "sustained_cameras": max(ok, default=0),

@@ -130,3 +130,14 @@ def test_replay_missing_video(tmp_path: Path, video: str, checkpoint_path: Path)
     res = camtrap("replay", str(tmp_path / video), "--config", str(write_config(tmp_path, cfg)))
     assert res.returncode == 2
     assert f"{tmp_path / video}: no such video file" in res.stderr
+
+
+def test_bench_names_a_missing_gpu_without_a_traceback() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    res = camtrap("bench", "classifier", "--device", "cuda", "--find-cameras")
+    assert res.returncode == 2, res.stderr
+    assert "camtrap: model.device is 'cuda' but CUDA is not available" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -324,6 +324,19 @@ class Collector:
             time.sleep(0.01)
 
 
+def fed_worker(classifier: Classifier, crops: list[Crop],
+               max_size: int) -> tuple[InferenceWorker, Collector]:
+    """A started worker (no waiting for company) with `crops` already queued."""
+    queue = CropQueue(max(1, len(crops)))
+    sink = Collector()
+    worker = InferenceWorker(classifier, queue, BatchingConfig(max_size=max_size, max_wait_ms=0),
+                             sink)
+    for c in crops:
+        queue.put(c)
+    worker.start()
+    return worker, sink
+
+
 def test_worker_end_to_end(clf: Classifier, images: np.ndarray) -> None:
     queue = CropQueue(200)
     sink = Collector()
@@ -349,15 +362,10 @@ def test_worker_end_to_end(clf: Classifier, images: np.ndarray) -> None:
 
 
 def test_worker_stop_drains_the_queue(clf: Classifier, images: np.ndarray) -> None:
-    queue = CropQueue(100)
-    sink = Collector()
-    worker = InferenceWorker(clf, queue, BatchingConfig(max_size=4, max_wait_ms=0), sink)
-    for i in range(20):
-        queue.put(crop("a", i, images[i]))
-    worker.start()
+    worker, sink = fed_worker(clf, [crop("a", i, images[i]) for i in range(20)], max_size=4)
     assert worker.stop(drain_timeout_s=30.0)
     assert len(sink.predictions) == 20
-    assert len(queue) == 0
+    assert len(worker.queue) == 0
 
 
 def test_worker_survives_errors(clf: Classifier, images: np.ndarray) -> None:
@@ -386,14 +394,9 @@ def test_worker_with_a_batch_in_flight_keeps_order_and_results(
     """The CUDA schedule (next batch taken before the last one's result) loses nothing."""
     overlapping = Overlapping(ModelConfig(path=small_ckpt, device="cpu", precision="fp32",
                                           top_k=1), max_batch=4)
-    queue = CropQueue(200)
-    sink = Collector()
-    worker = InferenceWorker(overlapping, queue, BatchingConfig(max_size=4, max_wait_ms=0), sink)
     crops = [crop("a", i, images[i]) for i in range(30)]
     crops.insert(7, crop("a", 99, np.zeros((100, 100, 3), np.uint8)))  # one bad batch
-    for c in crops:
-        queue.put(c)
-    worker.start()
+    worker, sink = fed_worker(overlapping, crops, max_size=4)
     sink.wait_for(26, 30.0)
     assert worker.stop(5.0)
     good = [p.crop.frame_seq for p in sink.predictions]
@@ -466,12 +469,7 @@ def test_cuda_batches_in_flight_match_one_at_a_time(small_ckpt: Path,
     for a, b in zip(one_by_one, together, strict=True):
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_allclose(a[0], b[0], atol=1e-6)
-    queue = CropQueue(256)
-    sink = Collector()
-    worker = InferenceWorker(gpu, queue, BatchingConfig(max_size=8, max_wait_ms=0), sink)
-    for i in range(200):
-        queue.put(crop("a", i, images[i]))
-    worker.start()
+    worker, sink = fed_worker(gpu, [crop("a", i, images[i]) for i in range(200)], max_size=8)
     sink.wait_for(200, 60.0)
     assert worker.stop(5.0)
     assert [p.crop.frame_seq for p in sink.predictions] == list(range(200))

@@ -280,7 +280,7 @@ def run_load(clf: Any, batching: Any, images: np.ndarray, cameras: int, rate: fl
     queue = CropQueue(batching.queue_size)
     window = {"start": float("inf"), "end": float("inf")}
     latencies: list[float] = []
-    completions: list[tuple[float, int]] = []
+    completions: list[tuple[float, int]] = []  # (time, crops) per batch inside the window
 
     def sink(predictions: list[Prediction]) -> None:
         now = time.time()
@@ -314,7 +314,7 @@ def run_load(clf: Any, batching: Any, images: np.ndarray, cameras: int, rate: fl
     drops = sum(queue.drop_counts().values()) - drops_before
     stop.set()
     quiet = logging.getLogger("camtrap.classifier")
-    level, quiet.level = quiet.level, logging.ERROR
+    level, quiet.level = quiet.level, logging.ERROR  # crops left at stop are expected here
     worker.stop(drain_timeout_s=0.0)
     quiet.setLevel(level)
     p50, p95 = pct_ms(latencies or [float("inf")])

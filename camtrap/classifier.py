@@ -56,8 +56,7 @@ class PendingBatch:
     stage the next batch while this one runs. On a CPU the work is already done.
     """
 
-    def __init__(self, n: int, out: torch.Tensor, done: torch.cuda.Event | None = None) -> None:
-        self.n = n
+    def __init__(self, out: torch.Tensor, done: torch.cuda.Event | None = None) -> None:
         self._out = out  # [n, out width] float32 on the host (pinned while being copied)
         self._done = done
 
@@ -148,12 +147,12 @@ class Classifier:
             x = self._upload(images)
             out = self._forward(x)[: len(images)]
             if not self._cuda:
-                return PendingBatch(len(images), out)
+                return PendingBatch(out)
             host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
             host.copy_(out, non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-            return PendingBatch(len(images), host, done)
+            return PendingBatch(host, done)
 
     def classify(self, crops: list[Crop]) -> list[Prediction]:
         """One forward for all `crops`; predictions in the same order."""

@@ -96,9 +96,25 @@ def name_threads() -> None:
     set_name("main")
 
 
+def snapshots_on_sigusr2(folder: Path) -> None:
+    """Memory diagnostics: with PYTHONTRACEMALLOC=N set for the bench, each SIGUSR2 to the
+    daemon writes a tracemalloc snapshot into its work dir (compare two with
+    `Snapshot.load(a).compare_to(Snapshot.load(b), "traceback")`)."""
+    import tracemalloc
+
+    numbers = itertools.count()
+
+    def dump(_signum: int, _frame: object) -> None:
+        tracemalloc.take_snapshot().dump(str(folder / f"tracemalloc-{next(numbers)}.snap"))
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 def daemon_main(config: str) -> int:
     """`camtrap run --config CONFIG` with named threads (the bench runs this as the daemon)."""
     name_threads()
+    if os.environ.get("PYTHONTRACEMALLOC"):
+        snapshots_on_sigusr2(Path(config).parent)
     import cv2
     import numpy as np
 

@@ -1028,12 +1028,8 @@ def analyse_threads(samples: list[Sample], cams: list[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
-def machine() -> dict[str, Any]:
-    from camtrap.benchmark import cpu_model
-
-    mem = ""
-    with contextlib.suppress(OSError):
-        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+def git_commit() -> str:
+    """HEAD, with +dirty for uncommitted changes to tracked files."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
@@ -1043,9 +1039,18 @@ def machine() -> dict[str, Any]:
         capture_output=True,
         text=True,
     ).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine(commit: str) -> dict[str, Any]:
+    from camtrap.benchmark import cpu_model
+
+    mem = ""
+    with contextlib.suppress(OSError):
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
     info = {"cpu": cpu_model(), "cores": os.cpu_count(), "memory": mem,
             "python": platform.python_version(),
-            "commit": commit + ("+dirty" if dirty else ""), "host": platform.node(),
+            "commit": commit, "host": platform.node(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": " ".join(["python", "bench/pipeline.py", *sys.argv[1:]]),
             "load_avg_at_end": os.getloadavg()}  # fmt: skip
@@ -1309,6 +1314,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/pipeline.py needs ffmpeg (make test installs it)", file=sys.stderr)
         return 2
     args.cache_dir.mkdir(parents=True, exist_ok=True)
+    commit = git_commit()  # now: the code under test, whatever is committed during a long run
     result: dict[str, Any] = {}
     if args.reanalyse is not None:
         with (args.reanalyse / "run.pickle").open("rb") as f:
@@ -1317,7 +1323,7 @@ def main(argv: list[str] | None = None) -> int:
         result["find_max"] = find_max(args, args.cache_dir)
     else:
         result["run"] = analyse(run_once(make_spec(args), args.cache_dir))
-    result["machine"] = machine()
+    result["machine"] = machine(commit)
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=1, default=str))
     if args.json:

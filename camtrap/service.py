@@ -62,7 +62,8 @@ _malloc_trim = _load_malloc_trim()
 def trim_heap() -> None:
     """Hand freed heap pages back to the OS. Batches of varying size leave glibc's heap at
     its high-water mark: without this a long run's RSS climbs in steps (measured: +118 MB in
-    35 min with cameras restarting); with it, +23.5 MB in 2 h (bench/RESULTS.md)."""
+    35 min with cameras restarting); with it, +1.3 MB in 2 h, or +23.5 MB in 2 h of camera
+    and broker restarts (bench/RESULTS.md)."""
     if _malloc_trim is not None:
         _malloc_trim(0)
 

@@ -319,7 +319,10 @@ def test_sigstopped_server_is_a_stall_and_the_capture_recovers_after_sigcont(
         rtsp_camera.resume()
         back = c.wait_frames(1, timeout=8)
         assert back < 1.2 + 1.0 + 1.0, f"frames again {back:.1f} s after SIGCONT"
-        assert len(c.got) > n and c.capture.status.state == "streaming"
+        # The first packets after SIGCONT can be a backlog the decoder rejects (seen once in
+        # CI: one more reconnect); what must hold is that the stream settles and keeps going.
+        wait_until(lambda: c.capture.status.state == "streaming" and len(c.got) >= n + 6, 10,
+                   "streaming steadily after SIGCONT")
 
 
 def test_slow_but_healthy_stream_is_not_restarted() -> None:

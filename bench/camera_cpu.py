@@ -34,9 +34,9 @@ def worker(clip: str, seconds: float, start: float) -> dict[str, float]:
     """Read `clip` in a loop until `start + seconds`; report frames, processed, crops."""
     import cv2
 
-    from camtrap.camera import FrameProcessor
-    from camtrap.capture import Frame
-    from camtrap.config import CameraConfig, MotionConfig, RegionsConfig
+    from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
+    from camtrap.motion.frames import FrameProcessor
+    from camtrap.video.capture import Frame
 
     cam = CameraConfig(name="bench", url="rtsp://127.0.0.1/bench")
     proc = FrameProcessor(cam, MotionConfig(), RegionsConfig(), 240)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "camtrap-bench"
         clip = clip_path(cache, 10, 10)
-    from camtrap.benchmark import cpu_model
+    from camtrap.tools.benchmark import cpu_model
 
     rows = [measure(clip, n, args.seconds) for n in args.procs]
     if args.json:

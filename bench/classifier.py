@@ -8,7 +8,7 @@ classifier` runs it too:
 
 import sys
 
-from camtrap.benchmark import main
+from camtrap.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

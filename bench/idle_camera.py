@@ -33,10 +33,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from servers import RtspServer  # noqa: E402
 
-from camtrap.benchmark import cpu_model  # noqa: E402
-from camtrap.camera import CameraWorker, FrameProcessor  # noqa: E402
-from camtrap.capture import Frame, ffmpeg_options  # noqa: E402
-from camtrap.config import CameraConfig, MotionConfig, RegionsConfig  # noqa: E402
+from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig  # noqa: E402
+from camtrap.motion.frames import FrameProcessor  # noqa: E402
+from camtrap.tools.benchmark import cpu_model  # noqa: E402
+from camtrap.camera import CameraWorker
+from camtrap.video.capture import Frame
+from camtrap.video.stream import ffmpeg_options  # noqa: E402
 
 
 def process_cpu() -> float:

@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from camtrap.benchmark import cpu_model
-from camtrap.config import MotionConfig
-from camtrap.motion import MotionDetector
+from camtrap.config.models import MotionConfig
+from camtrap.motion.detector import MotionDetector
+from camtrap.tools.benchmark import cpu_model
 
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 

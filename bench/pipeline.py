@@ -1043,7 +1043,7 @@ def git_commit() -> str:
 
 
 def machine(commit: str) -> dict[str, Any]:
-    from camtrap.benchmark import cpu_model
+    from camtrap.tools.benchmark import cpu_model
 
     mem = ""
     with contextlib.suppress(OSError):

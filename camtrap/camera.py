@@ -2,100 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
-
-from camtrap.capture import Backoff, CameraStatus, Capture, Frame
-from camtrap.config import CameraConfig, MotionConfig, RegionsConfig
+from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
 from camtrap.logs import mask_text, name_os_thread
-from camtrap.motion import MotionDetector, MotionResult
-from camtrap.regions import Box, Crop, cut_crop, plan_regions, scale_boxes
+from camtrap.motion.frames import FrameProcessor
+from camtrap.motion.regions import Crop
+from camtrap.video.capture import Capture
+from camtrap.video.status import CameraStatus
+from camtrap.video.stream import Backoff
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    frame: Frame
-    motion: MotionResult  # boxes in full-resolution (main stream) pixels
-    regions: list[Box]  # square regions in full-resolution pixels
-    crops: list[Crop]
-
-
-def effective_motion(camera: CameraConfig, motion: MotionConfig) -> MotionConfig:
-    """The `motion` section with the camera's own overrides (only the keys it sets)."""
-    if camera.motion is None:
-        return motion
-    return motion.model_copy(update=camera.motion.model_dump(exclude_unset=True))
-
-
-def effective_regions(camera: CameraConfig, regions: RegionsConfig) -> RegionsConfig:
-    """The `regions` section with the camera's own overrides (only the keys it sets)."""
-    if camera.regions is None:
-        return regions
-    return regions.model_copy(update=camera.regions.model_dump(exclude_unset=True))
-
-
-class FrameProcessor:
-    """Pure per-frame work shared by the live camera thread and `camtrap replay`.
-
-    Motion runs on `frame.image` (the detect stream's frame when there is one); its boxes are
-    mapped to the main stream's pixels, and crops are cut from the main stream's frame, which
-    is converted only when there is something to cut.
-    """
-
-    def __init__(
-        self, camera: CameraConfig, motion: MotionConfig, regions: RegionsConfig, input_size: int
-    ) -> None:
-        self.camera = camera
-        self.motion_cfg = effective_motion(camera, motion)
-        self.regions_cfg = effective_regions(camera, regions)
-        self.input_size = input_size
-        masks = [[(float(x), float(y)) for x, y in m] for m in camera.masks]
-        self.detector = MotionDetector(self.motion_cfg, masks)
-        self.crops_from_detect = 0  # crops cut from the detect frame: main stream had none
-
-    def process(self, frame: Frame) -> FrameResult:
-        motion = self.detector.detect(frame.image, frame.ts)
-        dh, dw = frame.image.shape[:2]
-        fw, fh = frame.size
-        if (fw, fh) != (dw, dh):
-            boxes = scale_boxes(motion.boxes, fw / dw, fh / dh, (fw, fh))
-            motion = dataclasses.replace(motion, boxes=boxes)
-        regions = plan_regions(motion.boxes, fw, fh, self.regions_cfg)
-        crops = self._crops(frame, regions) if regions else []
-        return FrameResult(frame, motion, regions, crops)
-
-    def _crops(self, frame: Frame, regions: list[Box]) -> list[Crop]:
-        fw, fh = frame.size
-        source: np.ndarray | None = frame.full_image()
-        cut = regions
-        if source is None or source.shape[:2] != (fh, fw):
-            # The main stream has no frame right now: cut from the detect frame instead,
-            # and still report the regions in main-stream pixels.
-            source = frame.image
-            dh, dw = source.shape[:2]
-            cut = scale_boxes(regions, dw / fw, dh / fh, (dw, dh))
-            self.crops_from_detect += len(regions)
-        return [
-            Crop(
-                camera=frame.camera,
-                ts=frame.ts,
-                frame_seq=frame.seq,
-                box=region,
-                frame_size=(fw, fh),
-                image=cut_crop(source, c, self.input_size),
-            )
-            for region, c in zip(regions, cut, strict=True)
-        ]
-
-
 class CameraWorker(threading.Thread):
     """Runs until `stop()`. A failing camera retries forever and never touches the others: an
     unexpected error in this camera's processing is logged and the camera restarted after a

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from camtrap.config import ConfigError, ModelConfig, load_config
+from camtrap.config.loader import load_config
+from camtrap.config.models import ConfigError, ModelConfig
 
 if TYPE_CHECKING:
-    from camtrap.classifier import Classifier
+    from camtrap.inference.torch_backend import Classifier
 
 log = logging.getLogger("camtrap")
 
@@ -48,14 +49,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _classifier(model_cfg: ModelConfig, max_batch: int = 64) -> Classifier:
-    from camtrap.classifier import Classifier  # torch loads only for commands that need it
+    from camtrap.inference.torch_backend import (
+        Classifier,  # torch loads only for commands that need it
+    )
 
     return Classifier(model_cfg, max_batch=max_batch)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from camtrap.inference.checkpoint import ModelError
     from camtrap.logs import setup_logging
-    from camtrap.model import ModelError
     from camtrap.service import run_daemon
 
     try:
@@ -77,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_model(args: argparse.Namespace) -> int:
-    from camtrap.model import ModelError, resolve_checkpoint
+    from camtrap.inference.checkpoint import ModelError, resolve_checkpoint
 
     try:
         cfg = load_config(args.config)
@@ -120,7 +123,7 @@ def read_image(path: Path, size: int):
 def cmd_classify(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from camtrap.model import ModelError
+    from camtrap.inference.checkpoint import ModelError
 
     try:
         model_cfg = _model_config(args).model_copy(update={"top_k": args.top})
@@ -157,7 +160,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from camtrap.model import ModelError
+    from camtrap.inference.checkpoint import ModelError
     from camtrap.replay import replay
 
     try:
@@ -189,7 +192,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from camtrap.summary import summary_command
+    from camtrap.reports.files import summary_command
 
     try:
         cfg = load_config(args.config)
@@ -199,8 +202,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from camtrap.benchmark import run_bench
-    from camtrap.model import ModelError
+    from camtrap.inference.checkpoint import ModelError
+    from camtrap.tools.benchmark import run_bench
 
     try:
         return run_bench(args.rest)

@@ -11,7 +11,7 @@ import sys
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
-from camtrap.config import LoggingConfig
+from camtrap.config.models import LoggingConfig
 
 _PR_SET_NAME = 15
 

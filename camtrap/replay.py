@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from camtrap.camera import FrameProcessor, FrameResult
-from camtrap.capture import Capture
-from camtrap.classifier import Classifier
-from camtrap.config import Config
-from camtrap.payloads import event_body, to_json
-from camtrap.regions import Crop
-from camtrap.summary import resolve_tz
-from camtrap.visits import VisitEvent, VisitTracker
+from camtrap.comms.payloads import event_body, to_json
+from camtrap.config.models import Config
+from camtrap.inference.torch_backend import Classifier
+from camtrap.motion.frames import FrameProcessor, FrameResult
+from camtrap.motion.regions import Crop
+from camtrap.timeutil import resolve_tz
+from camtrap.video.capture import Capture
+from camtrap.visits.tracker import VisitEvent, VisitTracker
 
 REPLAY_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: stable times, stable visit ids
 

@@ -21,26 +21,31 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from camtrap.camera import CameraWorker
-from camtrap.classifier import Classifier, CropQueue, InferenceWorker, Prediction
-from camtrap.config import CameraConfig, Config, ConfigError, load_config
-from camtrap.health import HealthServer, Metrics
-from camtrap.homeassistant import Discovery
-from camtrap.logs import mask_url, setup_logging
-from camtrap.model import ModelError
-from camtrap.mqtt import MqttPublisher
-from camtrap.payloads import (
+from camtrap.comms.homeassistant import Discovery
+from camtrap.comms.mqtt import MqttPublisher
+from camtrap.comms.payloads import (
     Topics,
     event_body,
     last_species_payload,
     to_json,
     visit_entity_payload,
 )
-from camtrap.regions import Crop
-from camtrap.scheduler import ActiveState, JobRunner
-from camtrap.store import Store
-from camtrap.summary import resolve_tz
-from camtrap.visits import VisitEvent, VisitTracker
+from camtrap.config.loader import load_config
+from camtrap.config.models import CameraConfig, Config, ConfigError
+from camtrap.inference.backend import Prediction
+from camtrap.inference.checkpoint import ModelError
+from camtrap.inference.queue import CropQueue
+from camtrap.inference.torch_backend import Classifier
+from camtrap.inference.worker import InferenceWorker
+from camtrap.logs import mask_url, setup_logging
+from camtrap.motion.regions import Crop
+from camtrap.schedule.active import ActiveState
+from camtrap.schedule.jobs import JobRunner
+from camtrap.storage.store import Store
+from camtrap.timeutil import resolve_tz
+from camtrap.camera import CameraWorker
+from camtrap.visits.tracker import VisitEvent, VisitTracker
+from camtrap.web.health import HealthServer, Metrics
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from camtrap.config import Config, parse_config
-from camtrap.store import Store
-from camtrap.visits import VisitEvent
+from camtrap.config.loader import parse_config
+from camtrap.config.models import Config
+from camtrap.storage.store import Store
+from camtrap.visits.tracker import VisitEvent
 
 COLORS = {
     "Eurasian Hoopoe": (220, 120, 30),

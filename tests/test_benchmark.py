@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from camtrap.benchmark import Load, find_cameras
+from camtrap.tools.benchmark import Load, find_cameras
 
 RATE = 5.0
 

@@ -21,18 +21,12 @@ import pytest
 from servers import RtspServer, iter_frames, make_video
 from test_motion import texture
 
-from camtrap.camera import CameraWorker, FrameProcessor
-from camtrap.capture import (
-    Backoff,
-    Capture,
-    CaptureError,
-    Frame,
-    ffmpeg_options,
-    open_capture,
-    source_kind,
-)
-from camtrap.config import CameraConfig, MotionConfig, RegionsConfig
-from camtrap.regions import Crop, contains, cut_crop
+from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
+from camtrap.motion.frames import FrameProcessor
+from camtrap.motion.regions import Crop, contains, cut_crop
+from camtrap.camera import CameraWorker
+from camtrap.video.capture import Capture, Frame
+from camtrap.video.stream import Backoff, CaptureError, ffmpeg_options, open_capture, source_kind
 
 FAST = {"open_timeout_s": 1.0, "read_timeout_s": 1.0, "stale_after_s": 1.0,
         "reconnect_min_s": 0.5, "reconnect_max_s": 2.0}
@@ -462,7 +456,7 @@ def test_a_read_that_ignores_its_timeout_is_abandoned(monkeypatch: pytest.Monkey
         opened.append(caps[min(len(opened), 1)])
         return opened[-1]
 
-    monkeypatch.setattr("camtrap.capture.open_capture", fake_open)
+    monkeypatch.setattr("camtrap.video.stream.open_capture", fake_open)
     with Consumer(cam("rtsp://127.0.0.1:9/cam", read_timeout_s=0.3, stale_after_s=0.3)) as c:
         c.wait_frames(1, timeout=2)
         wait_until(lambda: c.capture.status.stalls == 1, 4, "the hung read abandoned")

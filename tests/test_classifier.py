@@ -20,10 +20,13 @@ from birder.inference.classification import infer_batch
 from checkpoint import build_checkpoint, textured_images
 from PIL import Image
 
-from camtrap.classifier import Classifier, CropQueue, InferenceWorker, Prediction, bucket_sizes
-from camtrap.config import BatchingConfig, ModelConfig
-from camtrap.model import cpu_has_native_bf16
-from camtrap.regions import Crop
+from camtrap.config.models import BatchingConfig, ModelConfig
+from camtrap.inference.backend import Prediction, bucket_sizes
+from camtrap.inference.network import cpu_has_native_bf16
+from camtrap.inference.queue import CropQueue
+from camtrap.inference.torch_backend import Classifier
+from camtrap.inference.worker import InferenceWorker
+from camtrap.motion.regions import Crop
 
 NETWORK = "flexivit_reg1_s16_rms_ls"
 NUM_CLASSES = 8

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from camtrap.config import parse_config
-from camtrap.homeassistant import Discovery, discovery_messages
+from camtrap.comms.homeassistant import Discovery, discovery_messages
+from camtrap.config.loader import parse_config
 
 CFG = """
 cameras:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from camtrap.config import LoggingConfig
+from camtrap.config.models import LoggingConfig
 from camtrap.logs import mask_text, mask_url, name_os_thread, setup_logging
 
 

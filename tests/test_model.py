@@ -19,15 +19,17 @@ import pytest
 import torch
 from checkpoint import build_checkpoint
 
-from camtrap.config import DEFAULT_MODEL, ModelConfig
-from camtrap.model import (
+from camtrap.config.models import DEFAULT_MODEL, ModelConfig
+from camtrap.inference.checkpoint import (
     ModelError,
-    apply_threads,
-    cpu_has_native_bf16,
-    load_network,
     network_name,
     registry_entry,
     resolve_checkpoint,
+)
+from camtrap.inference.network import (
+    apply_threads,
+    cpu_has_native_bf16,
+    load_network,
     select_device,
     select_dtype,
 )

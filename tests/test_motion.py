@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 from servers import make_video
 
-from camtrap.camera import FrameProcessor, FrameResult
-from camtrap.capture import Capture, Frame
-from camtrap.config import CameraConfig, MotionConfig, RegionsConfig
-from camtrap.motion import (
+from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
+from camtrap.motion.detector import (
     MIN_CONTRAST_RANGE,
     MotionDetector,
     percentiles,
@@ -27,7 +25,9 @@ from camtrap.motion import (
     stretch_lut,
     to_frame_boxes,
 )
-from camtrap.regions import Box, contains
+from camtrap.motion.frames import FrameProcessor, FrameResult
+from camtrap.motion.regions import Box, contains
+from camtrap.video.capture import Capture, Frame
 
 W, H = 640, 360
 BIRD = (26, 42, 58)  # BGR dark brown, luma about 40 on a background of about 145

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from servers import Mosquitto, MqttRecorder
 
-from camtrap.config import MqttConfig
-from camtrap.mqtt import MqttPublisher
-from camtrap.store import Store
-from camtrap.visits import VisitEvent
+from camtrap.comms.mqtt import MqttPublisher
+from camtrap.config.models import MqttConfig
+from camtrap.storage.store import Store
+from camtrap.visits.tracker import VisitEvent
 
 SECRET = "s3cret-Pw!"
 

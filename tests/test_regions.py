@@ -6,10 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from camtrap.camera import FrameProcessor, effective_motion, effective_regions
-from camtrap.capture import Frame
-from camtrap.config import CameraConfig, MotionConfig, RegionsConfig
-from camtrap.regions import (
+from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
+from camtrap.motion.frames import FrameProcessor, effective_motion, effective_regions
+from camtrap.motion.regions import (
     cluster_boxes,
     contains,
     cut_crop,
@@ -17,6 +16,7 @@ from camtrap.regions import (
     scale_boxes,
     square_region,
 )
+from camtrap.video.capture import Frame
 
 
 def test_square_region_is_a_bit_larger_than_the_object_and_centred() -> None:

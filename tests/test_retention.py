@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 
 from seed import add_visit, make_config
 
-from camtrap.scheduler import JobRunner, RetentionResult
-from camtrap.store import SCHEMA_VERSION, Store
-from camtrap.summary import day_bounds, load_summary
+from camtrap.reports.build import load_summary
+from camtrap.schedule.jobs import JobRunner, RetentionResult
+from camtrap.storage.store import SCHEMA_VERSION, Store
+from camtrap.timeutil import day_bounds
 
 JLM = ZoneInfo("Asia/Jerusalem")
 NOW = datetime(2026, 5, 14, 4, 0, tzinfo=JLM)
@@ -111,7 +112,7 @@ def test_migration_from_schema_1_keeps_visits(tmp_path: Path) -> None:
     """A database made by the first release gains the new tables and keeps its rows."""
     import sqlite3
 
-    from camtrap.store import _MIGRATIONS
+    from camtrap.storage.store import _MIGRATIONS
 
     state = tmp_path / "state"
     state.mkdir()

@@ -20,20 +20,23 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from seed import add_visit, make_config
 
-from camtrap.config import ActiveHoursConfig, ConfigError, LocationConfig, parse_config
-from camtrap.scheduler import (
+from camtrap.config.loader import parse_config
+from camtrap.config.models import ActiveHoursConfig, ConfigError, LocationConfig
+from camtrap.schedule.active import (
     ActiveState,
-    JobRunner,
     active_state,
-    cron_trigger,
     is_active,
-    missing_summary_days,
     parse_time_spec,
     resolve_time,
+)
+from camtrap.schedule.jobs import JobRunner
+from camtrap.schedule.triggers import (
+    cron_trigger,
+    missing_summary_days,
     summary_date_for,
     today_is_due,
 )
-from camtrap.store import Store
+from camtrap.storage.store import Store
 
 BERLIN = ZoneInfo("Europe/Berlin")
 JLM = ZoneInfo("Asia/Jerusalem")

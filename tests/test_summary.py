@@ -13,23 +13,21 @@ import pytest
 from PIL import Image
 from seed import COLORS, add_visit, make_config
 
-from camtrap.store import Store
-from camtrap.summary import (
+from camtrap.reports.build import load_summary, summary_from_dict
+from camtrap.reports.files import summary_command, write_summary
+from camtrap.reports.render import (
     HEADER_H,
     LABEL_H,
     PLACEHOLDER,
     TILE,
-    day_bounds,
-    load_summary,
     mosaic_layout,
     render_mosaic,
-    summary_command,
-    summary_from_dict,
     summary_json,
     summary_markdown,
     summary_table,
-    write_summary,
 )
+from camtrap.storage.store import Store
+from camtrap.timeutil import day_bounds
 
 JLM = ZoneInfo("Asia/Jerusalem")
 DAY = date(2026, 5, 14)

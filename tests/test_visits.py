@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from camtrap.classifier import Prediction
-from camtrap.config import VisitsConfig
-from camtrap.regions import Crop
-from camtrap.visits import VisitEvent, VisitTracker, unknown_names
+from camtrap.config.models import VisitsConfig
+from camtrap.inference.backend import Prediction
+from camtrap.motion.regions import Crop
+from camtrap.visits.tracker import VisitEvent, VisitTracker, unknown_names
 
 LABELS = ["Eurasian Hoopoe", "House Sparrow", "Great Tit", "Laughing Dove"]
 T0 = 1_800_000_000.0

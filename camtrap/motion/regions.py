@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from camtrap.config import RegionsConfig
+from camtrap.config.models import RegionsConfig
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from camtrap import __version__
-from camtrap.config import Config
-from camtrap.payloads import Topics
-from camtrap.summary import summary_entities
+from camtrap.comms.payloads import Topics
+from camtrap.config.models import Config
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +183,46 @@ class Discovery:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"cameras": sorted(c.name for c in self.cfg.cameras)}))
         tmp.replace(self.path)
+
+
+def summary_entities(prefix: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Discovery entities for the daemon device: the summary picture and the digest."""
+    t = Topics(prefix)
+    return {
+        ("image", "daily_summary"): {
+            "name": "Daily summary",
+            "image_topic": f"{t.summary}/image",
+            "content_type": "image/jpeg",
+            "icon": "mdi:image-multiple",
+        },
+        ("sensor", "last_summary"): {
+            "name": "Last summary",
+            "state_topic": t.summary,
+            "value_template": "{{ value_json.date }}",
+            "json_attributes_topic": t.summary,
+            "json_attributes_template": (
+                "{{ {'visits': value_json.visits, 'species_count': value_json.species_count,"
+                " 'new_species': value_json.new_species} | tojson }}"
+            ),
+            "icon": "mdi:calendar-check",
+        },
+        ("sensor", "visits_today"): {
+            "name": "Visits today",
+            "state_topic": t.digest,
+            "value_template": "{{ value_json.visits }}",
+            "json_attributes_topic": t.digest,
+            "json_attributes_template": "{{ value_json.species | tojson }}",
+            "state_class": "total_increasing",
+            "unit_of_measurement": "visits",
+            "icon": "mdi:counter",
+        },
+        ("sensor", "species_today"): {
+            "name": "Species today",
+            "state_topic": t.digest,
+            "value_template": "{{ value_json.species_count }}",
+            "state_class": "measurement",
+            "icon": "mdi:bird",
+        },
+    }
+
+

@@ -22,10 +22,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from camtrap.config import MqttConfig
+from camtrap.comms.payloads import Topics
+from camtrap.config.models import MqttConfig
 from camtrap.logs import name_os_thread
-from camtrap.payloads import Topics
-from camtrap.store import Store
+from camtrap.storage.store import Store
 
 log = logging.getLogger(__name__)
 

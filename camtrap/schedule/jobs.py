@@ -1,4 +1,4 @@
-"""Scheduled jobs on APScheduler's BackgroundScheduler, and the time logic they rest on.
+"""Scheduled jobs on APScheduler's BackgroundScheduler.
 
 Jobs (each configured as cron or interval in `schedule`, each can be switched off):
 digest (`<prefix>/digest`, retained), nightly summary (files + `<prefix>/summary` and
@@ -8,8 +8,6 @@ outside their window).
 
 APScheduler's memory job store forgets runs missed while the daemon was down, so at start a
 one-off job summarises the days that have visits but no summary yet, and runs retention.
-Cron strings mean what crontab means (Sunday = 0, see config.crontab_fields) and a job at a
-fixed hour fires once on the night clocks go back (APScheduler 3 fires it twice).
 """
 
 from __future__ import annotations
@@ -21,34 +19,29 @@ import threading
 import time as _time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from astral import Observer
-from astral.sun import sunrise, sunset
 
-from camtrap.config import TIME_SPEC_RE, crontab_fields
-from camtrap.payloads import Topics, to_json
-from camtrap.summary import (
-    DaySummary,
-    day_bounds,
-    load_summary,
-    resolve_tz,
-    rollup_rows,
-    summary_dates,
-    summary_table,
-    write_summary,
-)
+from camtrap.comms.payloads import Topics, to_json
+from camtrap.reports.build import DaySummary, load_summary, rollup_rows
+from camtrap.reports.files import summary_dates, write_summary
+from camtrap.reports.render import summary_table
+from camtrap.timeutil import day_bounds, resolve_tz
 
 if TYPE_CHECKING:
-    from camtrap.config import ActiveHoursConfig, Config, JobConfig, LocationConfig
-    from camtrap.store import Store
+    from camtrap.config.models import Config, JobConfig
+    from camtrap.storage.store import Store
+
+from camtrap.comms.payloads import digest_payload, stats_payload
+from camtrap.schedule.active import ActiveState, active_state
+from camtrap.schedule.triggers import build_trigger, missing_summary_days, summary_date_for
+from camtrap.timeutil import split_by_day
 
 log = logging.getLogger(__name__)
 
@@ -58,297 +51,6 @@ SUMMARY_GRACE_S = 6 * 3600  # a nightly summary late by up to this much still ru
 RETENTION_GRACE_S = 6 * 3600
 UPTIME_EVERY_S = 60.0
 ACTIVE_CHECK_SECONDS = "0,30"  # active hours are re-evaluated twice a minute
-
-
-# --- triggers ---------------------------------------------------------------------------
-
-
-class CronOnceTrigger(CronTrigger):
-    """A CronTrigger that fires a fixed-hour job once on the night clocks go back.
-
-    APScheduler 3 fires "30 2 * * *" twice in Europe/Berlin on the last Sunday of October
-    (02:30 CEST and again at 02:30 CET). Like cron, we skip the repeat when the hour field
-    is fixed; an hourly-wildcard job still runs through the repeated hour in real time.
-    """
-
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
-        t = super().get_next_fire_time(previous_fire_time, now)
-        if self._hour_is_wildcard():
-            return t
-        while t is not None and _is_repeated_wall_time(t):
-            t = super().get_next_fire_time(t, _just_after(t))
-        return t
-
-    def _hour_is_wildcard(self) -> bool:
-        hour = next(f for f in self.fields if f.name == "hour")
-        return str(hour) == "*"
-
-
-def _just_after(t: datetime) -> datetime:
-    """A microsecond later in real time (`t + timedelta` is wall-clock arithmetic, which
-    on a repeated hour can go back an hour)."""
-    return t.astimezone(UTC) + timedelta(microseconds=1)
-
-
-def _is_repeated_wall_time(t: datetime) -> bool:
-    """True for the second occurrence of a wall-clock time that happens twice (DST end)."""
-    naive = t.replace(tzinfo=None)
-    first = naive.replace(fold=0, tzinfo=t.tzinfo).utcoffset()
-    second = naive.replace(fold=1, tzinfo=t.tzinfo).utcoffset()
-    return (
-        first != second
-        and first is not None
-        and second is not None
-        and (t.utcoffset() == second and second < first)
-    )
-
-
-def cron_trigger(expr: str, tz: tzinfo | None) -> CronOnceTrigger:
-    """A standard crontab line (local time of `tz`) as a trigger."""
-    return CronOnceTrigger(**crontab_fields(expr), timezone=tz)
-
-
-def build_trigger(job: JobConfig, tz: tzinfo, now: datetime) -> BaseTrigger | None:
-    """The trigger for a job, None when switched off. Intervals count from `now` (given, so
-    a test clock drives them too) and run in real time across DST changes."""
-    if not job.enabled:
-        return None
-    if job.cron is not None:
-        return cron_trigger(job.cron, tz)
-    assert job.interval_min is not None
-    every = timedelta(minutes=job.interval_min)
-    return IntervalTrigger(seconds=every.total_seconds(), start_date=now + every, timezone=tz)
-
-
-def summary_date_for(run_time: datetime) -> date:
-    """Which day a summary run covers: a run in the morning (before noon) summarises the
-    day before, so `5 0 * * *` summarises complete days and a late 23:55 run still gets
-    its own day."""
-    d = run_time.date()
-    return d if run_time.hour >= 12 else d - timedelta(days=1)
-
-
-def today_is_due(trigger: BaseTrigger | None, now: datetime) -> bool:
-    """Has a summary run for today's date been scheduled between midnight and now?"""
-    if not isinstance(trigger, CronTrigger):
-        return False
-    today = now.date()
-    midnight = datetime.combine(today, time(0), tzinfo=now.tzinfo)
-    t = trigger.get_next_fire_time(None, midnight)
-    for _ in range(2000):  # one day of a per-minute cron, with room
-        if t is None or t > now:
-            return False
-        if summary_date_for(t.astimezone(now.tzinfo)) == today:
-            return True
-        t = trigger.get_next_fire_time(t, _just_after(t))
-    return False
-
-
-def missing_summary_days(
-    now: datetime,
-    trigger: BaseTrigger | None,
-    earliest: date,
-    existing: set[date],
-    has_visits: Callable[[date], bool],
-) -> list[date]:
-    """Days from `earliest` on that have visits and no summary, and are due: every day
-    before today, and today once its scheduled run has passed."""
-    today = now.date()
-    out = []
-    d = earliest
-    while d <= today:
-        if d not in existing and (d < today or today_is_due(trigger, now)) and has_visits(d):
-            out.append(d)
-        d += timedelta(days=1)
-    return out
-
-
-# --- active hours -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TimeSpec:
-    anchor: Literal["clock", "sunrise", "sunset"]
-    minutes: int  # clock: minutes after midnight; sunrise/sunset: offset (negative = before)
-
-
-def parse_time_spec(text: str) -> TimeSpec:
-    m = TIME_SPEC_RE.match(text)
-    if m is None:
-        raise ValueError(f"{text!r} is not HH:MM, sunrise[+-N] or sunset[+-N]")
-    if m["hour"] is not None:
-        return TimeSpec("clock", int(m["hour"]) * 60 + int(m["minute"]))
-    offset = int(m["offset"] or 0) * (-1 if m["sign"] == "-" else 1)
-    return TimeSpec(m["sun"], offset)  # type: ignore[arg-type]
-
-
-def resolve_time(
-    spec: TimeSpec, day: date, tz: tzinfo, location: LocationConfig | None
-) -> datetime | None:
-    """The moment `spec` means on local `day`; None where the sun doesn't rise or set."""
-    if spec.anchor == "clock":
-        h, m = divmod(spec.minutes, 60)
-        # a wall time that doesn't exist (DST start) lands after the gap, as cron's does
-        return datetime.combine(day, time(h, m), tzinfo=tz).astimezone(tz)
-    if location is None:
-        raise ValueError(f"{spec.anchor} needs a location (latitude, longitude)")
-    observer = Observer(location.latitude, location.longitude, location.elevation_m)
-    fn = sunrise if spec.anchor == "sunrise" else sunset
-    try:
-        sun = fn(observer, date=day, tzinfo=tz)
-    except ValueError:  # polar day or night
-        return None
-    return (sun + timedelta(minutes=spec.minutes)).astimezone(tz)
-
-
-@dataclass(frozen=True)
-class ActiveState:
-    active: bool
-    until: datetime | None  # when that changes (None: not within two days)
-    window: str  # today's window in local time, e.g. "05:02-20:17", for status and logs
-
-    def describe(self) -> str:
-        nxt = "" if self.until is None else f" until {self.until:%Y-%m-%d %H:%M}"
-        what = "active" if self.active else "paused, outside active hours"
-        return f"{what} ({self.window}){nxt}"
-
-
-def _intervals(
-    window: ActiveHoursConfig, day: date, tz: tzinfo, location: LocationConfig | None
-) -> tuple[datetime, datetime]:
-    """The active interval that starts on `day`; an end not after the start is the next
-    day's (a window across midnight). Without a sunrise/sunset: the whole day (fail open:
-    a camera is never paused because of polar light)."""
-    start_spec, end_spec = parse_time_spec(window.start), parse_time_spec(window.end)
-    start = resolve_time(start_spec, day, tz, location)
-    end = resolve_time(end_spec, day, tz, location)
-    if end is not None and start is not None and end <= start:
-        end = resolve_time(end_spec, day + timedelta(days=1), tz, location)
-    if start is None or end is None:
-        lo, hi = day_bounds(day, tz)
-        return datetime.fromtimestamp(lo, tz), datetime.fromtimestamp(hi, tz)
-    return start, end
-
-
-def active_state(
-    window: ActiveHoursConfig, when: datetime, location: LocationConfig | None, tz: tzinfo
-) -> ActiveState:
-    """Whether a camera with this window runs at `when`, and until when."""
-    when = when.astimezone(tz)
-    day = when.date()
-    spans = [_intervals(window, day + timedelta(days=k), tz, location) for k in range(-1, 3)]
-    today = spans[1]
-    label = f"{today[0]:%H:%M}-{today[1]:%H:%M}"
-    for i, (s, e) in enumerate(spans):
-        if s <= when < e:
-            for s2, e2 in spans[i + 1 :]:  # touching intervals (fail-open days) join up
-                if s2 <= e:
-                    e = max(e, e2)
-            return ActiveState(True, e, label)
-    upcoming = [s for s, _ in spans if s > when]
-    return ActiveState(False, min(upcoming) if upcoming else None, label)
-
-
-def is_active(
-    window: ActiveHoursConfig | None,
-    when: datetime,
-    location: LocationConfig | None,
-    tz: tzinfo,
-) -> bool:
-    """True when a camera with this window (None: always on) should decode at `when`."""
-    return window is None or active_state(window, when, location, tz).active
-
-
-# --- payloads -------------------------------------------------------------------------
-
-
-def digest_payload(
-    day: date,
-    now: datetime,
-    counts: list[tuple[str, str, int]],
-    cameras: list[str],
-    unknown_label: str | None = None,
-) -> dict[str, Any]:
-    """`<prefix>/digest`: today's visits per camera and species (most seen first)."""
-
-    def ordered(d: dict[str, int]) -> dict[str, int]:
-        return dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
-
-    species: dict[str, int] = {}
-    per_cam: dict[str, dict[str, int]] = {c: {} for c in cameras}
-    for cam, sp, n in counts:
-        species[sp] = species.get(sp, 0) + n
-        per_cam.setdefault(cam, {})[sp] = n
-    return {
-        "schema": 1,
-        "date": day.isoformat(),
-        "time": now.isoformat(timespec="seconds"),
-        "visits": sum(species.values()),
-        "species_count": sum(1 for s in species if s != unknown_label),
-        "species": ordered(species),
-        "cameras": {
-            cam: {"visits": sum(sp.values()), "species": ordered(sp)}
-            for cam, sp in sorted(per_cam.items())
-        },
-    }
-
-
-def stats_payload(
-    raw: Mapping[str, Any],
-    active: Mapping[str, ActiveState],
-    now: datetime,
-    uptime_s: float,
-) -> dict[str, Any]:
-    """`<prefix>/stats` from the service's snapshot: `raw` is {"cameras": {name:
-    CameraStatus.as_dict()}, "inference": InferenceWorker.stats(), "outbox": int}."""
-    inf = raw.get("inference") or {}
-    drops: dict[str, int] = dict(inf.get("drops") or {})
-
-    def ms(v: float | None) -> float | None:
-        return None if v is None else round(v * 1000, 1)
-
-    cameras = {}
-    for name, st in sorted((raw.get("cameras") or {}).items()):
-        entry = dict(st)
-        entry["fps"] = st.get("processed_fps")
-        entry["drops"] = drops.get(name, 0)
-        a = active.get(name)
-        entry["active"] = True if a is None else a.active
-        entry["active_until"] = None if a is None or a.until is None else a.until.isoformat()
-        cameras[name] = entry
-    return {
-        "schema": 1,
-        "time": now.isoformat(timespec="seconds"),
-        "uptime_s": round(uptime_s),
-        "cameras": cameras,
-        "queue": {"depth": inf.get("queued", 0), "drops": sum(drops.values())},
-        "inference": {
-            "batches": inf.get("batches", 0),
-            "crops": inf.get("crops", 0),
-            "errors": inf.get("errors", 0),
-            "latency_ms_p50": ms(inf.get("latency_p50_s")),
-            "latency_ms_p95": ms(inf.get("latency_p95_s")),
-            "last_latency_ms": ms(inf.get("last_latency_s")),
-        },
-        "outbox": raw.get("outbox", 0),
-    }
-
-
-def split_by_day(start: datetime, end: datetime, tz: tzinfo) -> list[tuple[date, float]]:
-    """Seconds of [start, end) on each local day it touches."""
-    out = []
-    t = start.astimezone(tz)
-    end = end.astimezone(tz)
-    while t < end:
-        _, day_end = day_bounds(t.date(), tz)
-        stop = min(end.timestamp(), day_end)
-        out.append((t.date(), stop - t.timestamp()))
-        t = datetime.fromtimestamp(stop, tz)
-    return out
-
-
 # --- the runner -------------------------------------------------------------------------
 
 

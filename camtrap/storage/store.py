@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from camtrap.visits import VisitEvent
+from camtrap.visits.tracker import VisitEvent
 
 log = logging.getLogger(__name__)
 

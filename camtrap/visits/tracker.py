@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Literal
 
 import cv2
 
-from camtrap.config import VisitsConfig
-from camtrap.regions import Box
+from camtrap.config.models import VisitsConfig
+from camtrap.motion.regions import Box
 
 if TYPE_CHECKING:
-    from camtrap.classifier import Prediction
+    from camtrap.inference.backend import Prediction
 
 EventKind = Literal["start", "update", "end"]
 

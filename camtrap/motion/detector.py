@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from camtrap.config import MotionConfig
-from camtrap.regions import Box
+from camtrap.config.models import MotionConfig
+from camtrap.motion.regions import Box
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.04, 0.96
 MIN_CONTRAST_RANGE = 96.0  # caps the contrast gain at 2.7: noise stays below threshold

@@ -238,7 +238,7 @@ def overlapped_runner(clf: Any, batch: int, images: np.ndarray) -> Runner:
 def run_cameras(clf: Any, batch: int, images: np.ndarray, seconds: float, capacity: float,
                 precision: str) -> Result:
     """4 camera threads -> CropQueue -> InferenceWorker, offered 1.25x the batch capacity."""
-    from camtrap.config import BatchingConfig
+    from camtrap.config.models import BatchingConfig
 
     batching = BatchingConfig(max_size=batch, max_wait_ms=30, queue_size=2 * batch)
     load = run_load(clf, batching, images, CAMERAS, 1.25 * capacity / CAMERAS, seconds,
@@ -274,8 +274,10 @@ def run_load(clf: Any, batching: Any, images: np.ndarray, cameras: int, rate: fl
     The daemon's real path, drops and all. A few feeder threads share the cameras, so a
     search over hundreds of cameras measures the classifier, not Python's thread switching.
     """
-    from camtrap.classifier import CropQueue, InferenceWorker, Prediction
-    from camtrap.regions import Crop
+    from camtrap.inference.backend import Prediction
+    from camtrap.inference.queue import CropQueue
+    from camtrap.inference.worker import InferenceWorker
+    from camtrap.motion.regions import Crop
 
     queue = CropQueue(batching.queue_size)
     window = {"start": float("inf"), "end": float("inf")}
@@ -313,7 +315,7 @@ def run_load(clf: Any, batching: Any, images: np.ndarray, cameras: int, rate: fl
     window["end"] = time.time()
     drops = sum(queue.drop_counts().values()) - drops_before
     stop.set()
-    quiet = logging.getLogger("camtrap.classifier")
+    quiet = logging.getLogger("camtrap.inference.worker")
     level, quiet.level = quiet.level, logging.ERROR  # crops left at stop are expected here
     worker.stop(drain_timeout_s=0.0)
     quiet.setLevel(level)
@@ -413,8 +415,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> tuple[Any, list[int], list[str]]:
     """The ModelConfig to start from, patch sizes and precisions to measure."""
-    from camtrap.config import ModelConfig, load_config
-    from camtrap.model import cpu_has_native_bf16, select_device
+    from camtrap.config.loader import load_config
+    from camtrap.config.models import ModelConfig
+    from camtrap.inference.network import cpu_has_native_bf16, select_device
 
     base = load_config(args.config).model if args.config else ModelConfig()
     if args.device != "auto" or not args.config:
@@ -434,7 +437,7 @@ def run_bench(argv: list[str]) -> int:
     args = parse_args(argv)
     import torch
 
-    from camtrap.model import select_device
+    from camtrap.inference.network import select_device
 
     base, patches, precisions = plan(args)
     device = select_device(base)
@@ -462,8 +465,8 @@ def run_bench(argv: list[str]) -> int:
 
 def capacity_search(args: argparse.Namespace, cfg: Any, images: np.ndarray) -> dict[str, Any]:
     """find_cameras for one patch size and precision, with the daemon's batching path."""
-    from camtrap.classifier import Classifier
-    from camtrap.config import BatchingConfig
+    from camtrap.config.models import BatchingConfig
+    from camtrap.inference.torch_backend import Classifier
 
     clf = Classifier(cfg, max_batch=args.batch)
     clf.warm_up(clf.buckets)
@@ -498,7 +501,7 @@ def report_capacity(capacity: list[dict[str, Any]], device: str,
 def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, cfgs: list[Any],
                 images: np.ndarray, sync: Callable[[], None]) -> list[Result]:
     """Reference and ours at one patch size, every precision; ratios to the reference."""
-    from camtrap.classifier import Classifier
+    from camtrap.inference.torch_backend import Classifier
 
     classifiers = [Classifier(cfg, max_batch=args.batch) for cfg in cfgs]
     names = [str(clf.dtype).removeprefix("torch.") for clf in classifiers]

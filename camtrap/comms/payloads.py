@@ -1,0 +1,152 @@
+"""The MQTT contract: topic names and payload fields. Users automate on these; the README
+documents every one. Add fields freely; rename or remove only with a new `schema`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import date, datetime, tzinfo
+from typing import Any
+
+from camtrap.schedule.active import ActiveState
+from camtrap.timeutil import iso
+from camtrap.visits.tracker import VisitEvent
+
+SCHEMA = 1
+
+
+
+class Topics:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.status = f"{prefix}/status"
+        self.events = f"{prefix}/events"
+        self.stats = f"{prefix}/stats"
+        self.digest = f"{prefix}/digest"
+        self.summary = f"{prefix}/summary"
+
+    def camera(self, camera: str, leaf: str) -> str:
+        """Per-camera retained state: `species`, `present`, `visits_today`, `crop`, `state`."""
+        return f"{self.prefix}/{camera}/{leaf}"
+
+
+def event_body(ev: VisitEvent, tz: tzinfo | None, node: str) -> dict[str, Any]:
+    """The `<prefix>/events` object (also a line of `camtrap replay`)."""
+    x, y, w, h = ev.box
+    end = ev.end_ts if ev.end_ts is not None else ev.last_ts
+    return {
+        "schema": SCHEMA,
+        "type": ev.kind,
+        "visit_id": ev.visit_id,
+        "camera": ev.camera,
+        "species": ev.species,
+        "unknown": ev.unknown,
+        "score": round(ev.score, 4),
+        "top_k": [{"species": s, "score": round(p, 4)} for s, p in ev.top_k],
+        "hits": ev.hits,
+        "start_time": iso(ev.start_ts, tz),
+        "last_seen": iso(ev.last_ts, tz),
+        "end_time": iso(ev.end_ts, tz),
+        "duration_s": round(end - ev.start_ts, 2),
+        "box": {"x": x, "y": y, "w": w, "h": h},
+        "frame": {"width": ev.frame_size[0], "height": ev.frame_size[1]},
+        "node": node,
+    }
+
+
+def to_json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def last_species_payload(ev: VisitEvent, tz: tzinfo | None) -> bytes:
+    return json.dumps(
+        {
+            "species": ev.species,
+            "unknown": ev.unknown,
+            "score": round(ev.score, 4),
+            "visit_id": ev.visit_id,
+            "time": iso(ev.start_ts, tz),
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+def visit_entity_payload(body: dict[str, Any]) -> bytes:
+    """`<prefix>/<camera>/visit`: a visit start or end as Home Assistant's event entity wants
+    it (`event_type` plus attributes), so a species that comes back fires again."""
+    keep = ("visit_id", "species", "unknown", "score", "hits", "start_time", "end_time")
+    return to_json({"event_type": f"visit_{body['type']}", **{k: body[k] for k in keep}})
+
+
+def digest_payload(
+    day: date,
+    now: datetime,
+    counts: list[tuple[str, str, int]],
+    cameras: list[str],
+    unknown_label: str | None = None,
+) -> dict[str, Any]:
+    """`<prefix>/digest`: today's visits per camera and species (most seen first)."""
+
+    def ordered(d: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    species: dict[str, int] = {}
+    per_cam: dict[str, dict[str, int]] = {c: {} for c in cameras}
+    for cam, sp, n in counts:
+        species[sp] = species.get(sp, 0) + n
+        per_cam.setdefault(cam, {})[sp] = n
+    return {
+        "schema": 1,
+        "date": day.isoformat(),
+        "time": now.isoformat(timespec="seconds"),
+        "visits": sum(species.values()),
+        "species_count": sum(1 for s in species if s != unknown_label),
+        "species": ordered(species),
+        "cameras": {
+            cam: {"visits": sum(sp.values()), "species": ordered(sp)}
+            for cam, sp in sorted(per_cam.items())
+        },
+    }
+
+
+def stats_payload(
+    raw: Mapping[str, Any],
+    active: Mapping[str, ActiveState],
+    now: datetime,
+    uptime_s: float,
+) -> dict[str, Any]:
+    """`<prefix>/stats` from the service's snapshot: `raw` is {"cameras": {name:
+    CameraStatus.as_dict()}, "inference": InferenceWorker.stats(), "outbox": int}."""
+    inf = raw.get("inference") or {}
+    drops: dict[str, int] = dict(inf.get("drops") or {})
+
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 1)
+
+    cameras = {}
+    for name, st in sorted((raw.get("cameras") or {}).items()):
+        entry = dict(st)
+        entry["fps"] = st.get("processed_fps")
+        entry["drops"] = drops.get(name, 0)
+        a = active.get(name)
+        entry["active"] = True if a is None else a.active
+        entry["active_until"] = None if a is None or a.until is None else a.until.isoformat()
+        cameras[name] = entry
+    return {
+        "schema": 1,
+        "time": now.isoformat(timespec="seconds"),
+        "uptime_s": round(uptime_s),
+        "cameras": cameras,
+        "queue": {"depth": inf.get("queued", 0), "drops": sum(drops.values())},
+        "inference": {
+            "batches": inf.get("batches", 0),
+            "crops": inf.get("crops", 0),
+            "errors": inf.get("errors", 0),
+            "latency_ms_p50": ms(inf.get("latency_p50_s")),
+            "latency_ms_p95": ms(inf.get("latency_p95_s")),
+            "last_latency_ms": ms(inf.get("last_latency_s")),
+        },
+        "outbox": raw.get("outbox", 0),
+    }
+
+

@@ -1,0 +1,184 @@
+"""The one inference thread: batches from the crop queue, through the backend, to the sink."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from camtrap.config.models import BatchingConfig
+from camtrap.inference.backend import Prediction
+from camtrap.inference.queue import CropQueue
+from camtrap.inference.torch_backend import Classifier, PendingBatch
+from camtrap.logs import name_os_thread
+from camtrap.motion.regions import Crop
+
+log = logging.getLogger(__name__)
+@dataclass
+class _Launched:
+    crops: list[Crop]
+    pending: PendingBatch
+    started: float  # perf_counter
+
+
+class InferenceWorker(threading.Thread):
+    """The one thread that runs the model: queue -> batch -> classify -> sink.
+
+    On CUDA the next batch is taken and staged while the device runs the current one (two in
+    flight at most); on a CPU each batch is finished before the next is taken. Errors in
+    classifying or in the sink are logged and counted; the thread keeps going.
+    `last_progress` moves on every loop turn, idle or busy, so a watchdog can tell a stuck
+    forward from a quiet feeder.
+    """
+
+    IDLE_TICK_S = 0.25
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        queue: CropQueue,
+        batching: BatchingConfig,
+        sink: Callable[[list[Prediction]], None],
+    ) -> None:
+        super().__init__(name="inference", daemon=True)
+        self.classifier = classifier
+        self.queue = queue
+        self.batching = batching
+        self.sink = sink
+        self.batches = 0
+        self.crops_classified = 0
+        self.errors = 0
+        self.failed_crops = 0
+        self.batch_sizes: dict[int, int] = {}
+        self.last_latency_s: float | None = None
+        self.latencies: deque[float] = deque(maxlen=256)
+        self.last_progress = time.monotonic()
+        self._stopping = threading.Event()
+        self._drain_deadline = math.inf
+        self._stats_lock = threading.Lock()
+        self._in_flight_ts: tuple[float, ...] = ()  # oldest frame time of each batch out
+
+    def pending_since(self) -> float | None:
+        """Frame time of the oldest crop not yet handed to the sink (queued or in a batch)."""
+        queued = self.queue.oldest_crop_ts()
+        times = [t for t in (queued, *self._in_flight_ts) if t is not None]
+        return min(times) if times else None
+
+    def run(self) -> None:
+        name_os_thread()
+        max_wait_s = self.batching.max_wait_ms / 1000.0
+        max_size = min(self.batching.max_size, self.classifier.max_batch)
+        out: _Launched | None = None
+        while True:
+            self.last_progress = time.monotonic()
+            if self._stopping.is_set() and (
+                len(self.queue) == 0 or time.monotonic() >= self._drain_deadline
+            ):
+                break
+            # With a batch on the device, take only what is queued now: its result is due.
+            wait, tick = (0.0, 0.0) if out else (max_wait_s, self.IDLE_TICK_S)
+            batch = self.queue.get_batch(max_size, wait, tick)
+            launched = self._launch(batch) if batch else None
+            if out is not None:
+                self._finish(out)
+            out = launched
+            if out is not None and not self.classifier.asynchronous:
+                self._finish(out)
+                out = None
+        if out is not None:
+            self._finish(out)
+        left = len(self.queue)
+        if left:
+            log.warning("inference stopped with %d crops left unclassified", left)
+
+    def _launch(self, batch: list[Crop]) -> _Launched | None:
+        self._in_flight_ts = (*self._in_flight_ts, min(c.ts for c in batch))
+        start = time.perf_counter()
+        try:
+            pending = self.classifier.submit(np.stack([c.image for c in batch]))
+        except Exception:
+            self._in_flight_ts = self._in_flight_ts[:-1]
+            self._failed(batch)
+            return None
+        return _Launched(batch, pending, start)
+
+    def _finish(self, out: _Launched) -> None:
+        """Wait for the oldest batch out and hand its predictions to the sink."""
+        try:
+            try:
+                predicted = self.classifier.split(out.pending.result())
+            except Exception:
+                self._failed(out.crops)
+                return
+            predictions = self.classifier.predictions(out.crops, predicted)
+            self._record(len(out.crops), time.perf_counter() - out.started)
+            try:
+                self.sink(predictions)
+            except Exception:
+                log.exception("prediction sink failed")
+                with self._stats_lock:
+                    self.errors += 1
+        finally:
+            self._in_flight_ts = self._in_flight_ts[1:]
+
+    def _failed(self, batch: list[Crop]) -> None:
+        log.exception("classifying a batch of %d crops failed", len(batch))
+        with self._stats_lock:
+            self.errors += 1
+            self.failed_crops += len(batch)
+
+    def _record(self, n: int, latency_s: float) -> None:
+        with self._stats_lock:
+            self.batches += 1
+            self.crops_classified += n
+            self.batch_sizes[n] = self.batch_sizes.get(n, 0) + 1
+            self.last_latency_s = latency_s
+            self.latencies.append(latency_s)
+
+    def latency_percentiles(self) -> tuple[float | None, float | None]:
+        """(p50, p95) of recent batch latencies in seconds; None before the first batch."""
+        with self._stats_lock:
+            recent = list(self.latencies)
+        if not recent:
+            return None, None
+        p50, p95 = np.percentile(recent, [50, 95])
+        return float(p50), float(p95)
+
+    def stats(self) -> dict[str, object]:
+        """A consistent snapshot for logs, MQTT stats and health checks."""
+        p50, p95 = self.latency_percentiles()
+        with self._stats_lock:
+            return {
+                "batches": self.batches,
+                "crops": self.crops_classified,
+                "errors": self.errors,
+                "failed_crops": self.failed_crops,
+                "batch_sizes": dict(sorted(self.batch_sizes.items())),
+                "last_latency_s": self.last_latency_s,
+                "latency_p50_s": p50,
+                "latency_p95_s": p95,
+                "queued": len(self.queue),
+                "drops": self.queue.drop_counts(),
+                "idle_s": time.monotonic() - self.last_progress,
+            }
+
+    def stop(self, drain_timeout_s: float = 5.0) -> bool:
+        """Close the queue, classify what is queued for up to `drain_timeout_s`, then stop.
+
+        A batch in flight at the deadline is finished (a forward can't be interrupted), so
+        the wait allows for one more. True if the thread has ended.
+        """
+        self._drain_deadline = time.monotonic() + drain_timeout_s
+        self._stopping.set()
+        self.queue.close()
+        if self.ident is None:  # never started
+            return True
+        _, p95 = self.latency_percentiles()
+        self.join(drain_timeout_s + 1.0 + 2 * (p95 or 0.0))
+        return not self.is_alive()

@@ -1,6 +1,6 @@
 """How many 1080p 15 fps cameras this machine's CPU decodes and motion-filters.
 
-    python bench/camera_cpu.py [--clip clip.mp4] [--procs 1 4 16] [--seconds 10]
+    python -m bench.camera_cpu [--clip clip.mp4] [--procs 1 4 16] [--seconds 10]
 
 The daemon's per-camera CPU work, on an H.264 file instead of a live stream: FFmpeg decodes
 every frame (`grab`), one in three is converted and goes through `FrameProcessor` (motion,
@@ -23,9 +23,6 @@ import os
 import sys
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 STREAM_FPS, DETECT_EVERY = 15, 3  # detect_fps 5 on a 15 fps stream
 
@@ -90,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     clip = args.clip
     if clip is None:
-        sys.path.insert(0, str(REPO / "bench"))
-        from pipeline import clip_path
+        from bench.pipeline import clip_path
 
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "camtrap-bench"
         clip = clip_path(cache, 10, 10)

@@ -11,6 +11,9 @@ clip=${2:-}
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+[ -z "$clip" ] || clip=$(cd "$(dirname "$clip")" && pwd)/$(basename "$clip")
+cd "$(dirname "$0")/.."  # the bench and tests packages are imported from the repo root
 log="$out/log.txt"
 
 step() {  # step NAME SECONDS COMMAND...
@@ -30,5 +33,5 @@ step bench-b16 90 "$py" -m camtrap.cli bench classifier --device cuda --json
 step bench-b256 110 "$py" -m camtrap.cli bench classifier --device cuda --batch 256 --json
 step find-cameras 130 "$py" -m camtrap.cli bench classifier --device cuda --find-cameras \
     --batch 64 --seconds 2 --start-cameras 32 --json
-step camera-cpu 80 "$py" bench/camera_cpu.py ${clip:+--clip "$clip"} --procs 1 8 16 \
+step camera-cpu 80 "$py" -m bench.camera_cpu ${clip:+--clip "$clip"} --procs 1 8 16 \
     --seconds 8 --json

@@ -27,18 +27,13 @@ from pathlib import Path
 
 import cv2
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from servers import RtspServer  # noqa: E402
-
-from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig  # noqa: E402
-from camtrap.motion.frames import FrameProcessor  # noqa: E402
-from camtrap.tools.benchmark import cpu_model  # noqa: E402
 from camtrap.camera import CameraWorker
+from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
+from camtrap.motion.frames import FrameProcessor
+from camtrap.tools.benchmark import cpu_model
 from camtrap.video.capture import Frame
-from camtrap.video.stream import ffmpeg_options  # noqa: E402
+from camtrap.video.stream import ffmpeg_options
+from tests.servers import RtspServer
 
 
 def process_cpu() -> float:

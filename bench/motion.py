@@ -20,12 +20,9 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from camtrap.config.models import MotionConfig
 from camtrap.motion.detector import MotionDetector

@@ -1,9 +1,9 @@
 """End-to-end pipeline benchmark: RTSP cameras -> daemon -> MQTT, against known truth.
 
-    python bench/pipeline.py --cameras 4 --duration 600 --visit-every 30 --patch 16
-    python bench/pipeline.py --cameras 4 --duration 600 --idle
-    python bench/pipeline.py --cameras 4 --duration 7200 --warmup 600 --chaos
-    python bench/pipeline.py --find-max --patch 16 24 [--device cuda] --step-duration 120
+    python -m bench.pipeline --cameras 4 --duration 600 --visit-every 30 --patch 16
+    python -m bench.pipeline --cameras 4 --duration 600 --idle
+    python -m bench.pipeline --cameras 4 --duration 7200 --warmup 600 --chaos
+    python -m bench.pipeline --find-max --patch 16 24 [--device cuda] --step-duration 120
     add --json for one JSON document on stdout instead of the tables
 
 What runs, all real, on 127.0.0.1:
@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-TESTS = REPO / "tests"
 WIDTH, HEIGHT, FPS = 1920, 1080, 15
 BITRATE = "3M"  # a typical 1080p camera main stream
 APPEAR_AT = 3.0  # clip seconds at which the bird pops in (a key frame)
@@ -189,19 +188,10 @@ def checkpoint_path(cache: Path) -> Path:
     path = cache / "flexivit_reg1_s16_rms_ls-550-full-biased.pt"
     if path.exists():
         return path
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
-    import torch
-    from checkpoint import build_checkpoint
+    from camtrap.tools.checkpoints import FULL_CLASSES, FULL_LAYERS, build_checkpoint
 
     log("building the full-size test checkpoint (once)")
-    tmp = path.with_suffix(".part")
-    build_checkpoint(tmp, classes=[f"species {i:03d}" for i in range(550)], num_layers=12)
-    ckpt = torch.load(tmp, weights_only=False)
-    ckpt["state"]["classifier.bias"][0] += 40.0
-    torch.save(ckpt, tmp)
-    tmp.rename(path)
-    return path
+    return build_checkpoint(path, FULL_CLASSES, num_layers=FULL_LAYERS, favour=0)
 
 
 # --------------------------------------------------------------------------- /proc
@@ -324,9 +314,8 @@ def histogram(samples: Samples, name: str) -> dict[str, Any]:
 
 
 def servers() -> Any:
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
-    import servers as mod
+    """tests/servers.py, imported when first needed (it needs paho and the test servers)."""
+    from tests import servers as mod
 
     return mod
 
@@ -545,7 +534,7 @@ def run_once(spec: Spec, cache: Path, workdir: Path | None = None) -> RunData:
         data.t_launch = time.time()
         with log_path.open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--as-daemon",
+                [sys.executable, "-m", "bench.pipeline", "--as-daemon",
                  str(work / "camtrap.yaml")],
                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -1052,7 +1041,7 @@ def machine(commit: str) -> dict[str, Any]:
             "python": platform.python_version(),
             "commit": commit, "host": platform.node(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["python", "bench/pipeline.py", *sys.argv[1:]]),
+            "command": " ".join(["python", "-m", "bench.pipeline", *sys.argv[1:]]),
             "load_avg_at_end": os.getloadavg()}  # fmt: skip
     with contextlib.suppress(Exception):
         import torch

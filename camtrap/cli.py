@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from camtrap.config.loader import load_config
-from camtrap.config.models import ConfigError, ModelConfig
+from camtrap.config.models import Config, ConfigError, LoggingConfig, ModelConfig
+from camtrap.logs import mask_text, setup_logging
 
 if TYPE_CHECKING:
-    from camtrap.inference.torch_backend import Classifier
+    from camtrap.inference.backend import Backend
 
 log = logging.getLogger("camtrap")
 
@@ -30,7 +31,8 @@ def default_config() -> Path:
 
 
 def _fail(message: str) -> int:
-    print(f"camtrap: {message}", file=sys.stderr)
+    """Exit 2 with `message`; a password in a URL in it (a model mirror's) is masked."""
+    print(f"camtrap: {mask_text(message)}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -39,40 +41,55 @@ def _invalid(exc: ConfigError) -> int:
     return _fail(f"{exc.source}: invalid configuration\n  " + "\n  ".join(exc.problems))
 
 
+def _load_config(args: argparse.Namespace, *, verbose: bool = False) -> Config:
+    """The --config file, read the one way every command reads it (`${VAR}` expanded, paths
+    relative to the file), with logging set up from its `logging` section.
+
+    A ConfigError goes up to `main`, which reports it with `_invalid` (exit 2, field paths).
+    """
+    cfg = load_config(args.config)
+    _setup_logging(cfg.logging, verbose=verbose)
+    return cfg
+
+
+def _setup_logging(cfg: LoggingConfig, *, verbose: bool = False) -> None:
+    """camtrap's one log setup (stderr, passwords masked) for every command.
+
+    Only the daemon (`verbose`) logs at the file's level: the other commands print results
+    for a person, so below WARNING only the modules named in `logging.modules` speak.
+    """
+    if not verbose:
+        rank = logging.getLevelNamesMapping()
+        cfg = cfg.model_copy(update={"level": max(cfg.level, "WARNING", key=rank.__getitem__)})
+    setup_logging(cfg)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        return _invalid(exc)
+    cfg = _load_config(args)
     print(f"{args.config}: OK ({len(cfg.cameras)} camera(s))")
     return 0
 
 
-def _classifier(model_cfg: ModelConfig, max_batch: int = 64) -> Classifier:
-    from camtrap.inference.torch_backend import (
-        Classifier,  # torch loads only for commands that need it
-    )
+def _classifier(model_cfg: ModelConfig, max_batch: int = 64) -> Backend:
+    """The configured inference engine; its libraries (torch) load only for commands that
+    classify."""
+    from camtrap.inference.factory import make_backend
 
-    return Classifier(model_cfg, max_batch=max_batch)
+    return make_backend(model_cfg, max_batch)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from camtrap.inference.checkpoint import ModelError
-    from camtrap.logs import setup_logging
+    from camtrap.inference.factory import load_backend
     from camtrap.service import run_daemon
 
+    cfg = _load_config(args, verbose=True)
     try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        return _invalid(exc)
-    setup_logging(cfg.logging)
-    try:
-        classifier = _classifier(cfg.model, cfg.batching.max_size)
-        classifier.warm_up(classifier.buckets)  # the first bird is not slow
+        backend = load_backend(cfg.model, cfg.batching.max_size)  # the first bird is not slow
     except ModelError as exc:
         return _fail(str(exc))
     try:
-        return run_daemon(cfg, classifier, args.config)
+        return run_daemon(cfg, backend, load_backend, args.config)
     except ValueError as exc:  # species names in visits.* that the model does not know
         return _fail(f"{args.config}: {exc}")
     except OSError as exc:
@@ -82,11 +99,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_fetch_model(args: argparse.Namespace) -> int:
     from camtrap.inference.checkpoint import ModelError, resolve_checkpoint
 
+    cfg = _load_config(args)
     try:
-        cfg = load_config(args.config)
         path = resolve_checkpoint(cfg.model, progress=True)
-    except ConfigError as exc:
-        return _invalid(exc)
     except ModelError as exc:
         return _fail(str(exc))
     print(path)
@@ -95,9 +110,11 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
 
 def _model_config(args: argparse.Namespace) -> ModelConfig:
     """The config file's model section when there is one, else the defaults."""
-    model = ModelConfig()
     if args.config.exists():
-        model = load_config(args.config).model
+        model = _load_config(args).model
+    else:
+        _setup_logging(LoggingConfig())
+        model = ModelConfig()
     if args.model is not None:
         model = model.model_copy(update={"path": args.model.resolve()})
     return model
@@ -123,6 +140,7 @@ def read_image(path: Path, size: int):
 def cmd_classify(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from camtrap.inference.backend import predict
     from camtrap.inference.checkpoint import ModelError
 
     try:
@@ -140,8 +158,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
             print(f"camtrap: {exc}", file=sys.stderr)
             failed += 1
             continue
-        probs, idx, _ = classifier.predict(image[np.newaxis])
-        top = [(classifier.labels[int(i)], float(p)) for p, i in zip(probs[0], idx[0], strict=True)]
+        result = predict(classifier, image[np.newaxis])
+        top = [(classifier.labels[int(i)], float(p))
+               for p, i in zip(result.probs[0], result.indices[0], strict=True)]
         if args.json:
             print(
                 json.dumps(
@@ -163,13 +182,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from camtrap.inference.checkpoint import ModelError
     from camtrap.replay import replay
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        return _invalid(exc)
+    cfg = _load_config(args)
     if not args.video.is_file():
         return _fail(f"{args.video}: no such video file")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         classifier = _classifier(cfg.model, cfg.batching.max_size)
     except ModelError as exc:
@@ -194,23 +209,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from camtrap.reports.files import summary_command
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        return _invalid(exc)
-    return summary_command(cfg, args.date, args.json)
+    return summary_command(_load_config(args), args.date, args.json)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from camtrap.inference.checkpoint import ModelError
     from camtrap.tools.benchmark import run_bench
 
+    _setup_logging(LoggingConfig())  # its --config is read by run_bench, errors as below
     try:
         return run_bench(args.rest)
     except ModelError as exc:
         return _fail(str(exc))
-    except ConfigError as exc:
-        return _invalid(exc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         return args.func(args)
+    except ConfigError as exc:  # from _load_config, or a command's own --config (bench)
+        return _invalid(exc)
     except KeyboardInterrupt:
         return 130
     finally:

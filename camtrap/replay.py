@@ -14,7 +14,7 @@ from typing import IO
 
 from camtrap.comms.payloads import event_body, to_json
 from camtrap.config.models import Config
-from camtrap.inference.torch_backend import Classifier
+from camtrap.inference.backend import Backend, classify
 from camtrap.motion.frames import FrameProcessor, FrameResult
 from camtrap.motion.regions import Crop
 from camtrap.timeutil import resolve_tz
@@ -53,7 +53,7 @@ def regions_line(result: FrameResult, start_ts: float) -> str:
 
 def replay(
     cfg: Config,
-    classifier: Classifier,
+    backend: Backend,
     video: Path,
     out: IO[str],
     regions_out: IO[str] | None = None,
@@ -66,8 +66,8 @@ def replay(
     cam_cfg = cam_cfg.model_copy(
         update={"url": str(video.resolve()), "detect_url": None, "loop": False}
     )
-    tracker = VisitTracker(cfg.visits, classifier.labels, cfg.storage.jpeg_quality)
-    processor = FrameProcessor(cam_cfg, cfg.motion, cfg.regions, classifier.input_size)
+    tracker = VisitTracker(cfg.visits, backend.labels, cfg.storage.jpeg_quality)
+    processor = FrameProcessor(cam_cfg, cfg.motion, cfg.regions, backend.input_size)
     capture = Capture(cam_cfg, threading.Event(), realtime=False, start_ts=REPLAY_EPOCH)
     tz = resolve_tz(cfg.schedule.timezone)
     stats = ReplayStats()
@@ -78,8 +78,8 @@ def replay(
             out.write(to_json(event_body(ev, tz, "replay")).decode() + "\n")
             stats.events += 1
 
-    def classify() -> None:
-        for pred in classifier.classify(pending):
+    def classify_pending() -> None:
+        for pred in classify(backend, pending):
             emit(tracker.observe(pred))
         pending.clear()
 
@@ -92,9 +92,9 @@ def replay(
             regions_out.write(regions_line(result, REPLAY_EPOCH) + "\n")
         pending.extend(result.crops)
         if len(pending) >= cfg.batching.max_size or not result.crops:
-            classify()
+            classify_pending()
         if not pending:  # end visits only once every earlier crop has been seen
             emit(tracker.tick(frame.ts))
-    classify()
+    classify_pending()
     emit(tracker.flush())
     return stats

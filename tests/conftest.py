@@ -1,4 +1,8 @@
-"""Shared fixtures: real servers on 127.0.0.1 (see servers.py), a sample clip, a checkpoint."""
+"""Shared fixtures: real servers on 127.0.0.1 (see servers.py), a sample clip, a checkpoint.
+
+Test modules import helpers by package (`from tests.servers import ...`, `from tests.waiting
+import wait_until`): pytest puts the repo root on sys.path (pyproject `pythonpath`), and the
+benchmarks in bench/ import the same modules the same way."""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import Mosquitto, MqttRecorder, RtspServer, make_clip
+
+from tests.servers import Mosquitto, MqttRecorder, RtspServer, make_clip
 
 
 @pytest.fixture
@@ -40,8 +45,19 @@ def sample_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random-weight FlexiViT checkpoint in birder's .pt format (tests/checkpoint.py);
-    torch and birder are imported only by tests that ask for it."""
-    from checkpoint import build_checkpoint
+    """A small random-weight FlexiViT checkpoint in birder's .pt format, from the builder the
+    benchmarks use too (camtrap.tools.checkpoints); torch and birder are imported only by
+    tests that ask for it."""
+    from camtrap.tools.checkpoints import build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("model") / "test_flexivit.pt")
+
+
+@pytest.fixture(scope="session")
+def full_checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A full-size checkpoint (12 layers, 550 classes, as the model card's): for what must
+    take as long as the real model does, such as a reload's load and warm-up."""
+    from camtrap.tools.checkpoints import FULL_CLASSES, FULL_LAYERS, build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("model") / "full_flexivit.pt",
+                            FULL_CLASSES, num_layers=FULL_LAYERS)

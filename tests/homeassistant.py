@@ -1,6 +1,7 @@
 """A real Home Assistant for tests: HA 2025.4.4 as a subprocess from its own venv (Python 3.13,
-made by `make ha-env`, i.e. scripts/install-homeassistant.sh), with the MQTT integration
-pointed at a test broker, so MQTT discovery is checked by the real thing and not a schema copy.
+made by `make test` or `make ha-env`, i.e. scripts/install-homeassistant.sh), with the MQTT
+integration pointed at a test broker, so MQTT discovery is checked by the real thing and not a
+schema copy.
 
 What the temp config dir holds (nothing needs the network; HA runs with --skip-pip):
 - configuration.yaml: fixed location/time zone/units, `http` on 127.0.0.1:<free port>,
@@ -31,7 +32,7 @@ restart publishes `online` again (the cue for a daemon to republish its discover
 Usage (skipped, with the reason, when the HA venv is missing)::
 
     import pytest
-    from homeassistant import HomeAssistant, discovery_topic, requires_homeassistant
+    from tests.homeassistant import HomeAssistant, discovery_topic, requires_homeassistant
 
     @pytest.fixture
     def home_assistant(mosquitto: Mosquitto) -> Iterator[HomeAssistant]:
@@ -78,7 +79,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import pytest
-from servers import (
+
+from tests.servers import (
     HOST,
     REPO_DIR,
     Message,
@@ -717,18 +719,6 @@ def discovery_topic(component: str, object_id: str, prefix: str = DISCOVERY_PREF
     return f"{prefix}/{component}/{object_id}/config"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
-    """Poll `predicate` until it returns something truthy; AssertionError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-
-
 __all__ = [
     "DISCOVERY_PREFIX",
     "HA_VENV",
@@ -738,5 +728,4 @@ __all__ = [
     "discovery_topic",
     "ha_skip_reason",
     "requires_homeassistant",
-    "wait_until",
 ]

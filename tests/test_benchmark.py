@@ -1,8 +1,10 @@
-"""The camera-capacity search of `camtrap bench classifier --find-cameras`, as pure logic."""
+"""The camera-capacity search of `camtrap bench classifier --find-cameras`, as pure logic, and
+the checkpoint builder the benchmarks share with the tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from camtrap.tools.benchmark import Load, find_cameras
 
@@ -45,3 +47,20 @@ def test_stops_at_the_limit_without_bisecting() -> None:
     measure, seen = classifier_for(10_000)
     steps = find_cameras(measure, 1.5, start=4, limit=64)
     assert seen == [4, 8, 16, 32, 64] and best(steps) == 64
+
+
+def test_built_checkpoints_load_through_birder_and_can_favour_a_class(tmp_path: Path) -> None:
+    """The builder `camtrap bench`, bench/pipeline and the tests share: a birder file with
+    made-up class names; `favour` makes every input that class (one bird, one visit)."""
+    import torch
+    from birder.common import fs_ops
+
+    from camtrap.tools.checkpoints import NETWORK, build_checkpoint
+
+    path = build_checkpoint(tmp_path / "m.pt", 20, favour=3)
+    assert not list(tmp_path.glob(".*.part"))  # written atomically
+    net, info = fs_ops.load_model(torch.device("cpu"), NETWORK, path=path, inference=True)
+    assert info.class_to_idx["species 003"] == 3 and len(info.class_to_idx) == 20
+    with torch.inference_mode():
+        logits = net(torch.randn(4, 3, 240, 240, generator=torch.Generator().manual_seed(0)))
+    assert logits.argmax(1).tolist() == [3, 3, 3, 3]

@@ -18,15 +18,16 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from servers import RtspServer, iter_frames, make_video
-from test_motion import texture
 
+from camtrap.camera import CameraWorker
 from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
 from camtrap.motion.frames import FrameProcessor
 from camtrap.motion.regions import Crop, contains, cut_crop
-from camtrap.camera import CameraWorker
 from camtrap.video.capture import Capture, Frame
 from camtrap.video.stream import Backoff, CaptureError, ffmpeg_options, open_capture, source_kind
+from tests.servers import RtspServer, iter_frames, make_video
+from tests.test_motion import texture
+from tests.waiting import wait_until
 
 FAST = {"open_timeout_s": 1.0, "read_timeout_s": 1.0, "stale_after_s": 1.0,
         "reconnect_min_s": 0.5, "reconnect_max_s": 2.0}
@@ -70,14 +71,6 @@ class Consumer:
         self.stop.set()
         self.thread.join(timeout=5)
         assert not self.thread.is_alive(), "the camera thread did not stop"
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 @contextlib.contextmanager
@@ -302,8 +295,9 @@ def test_sigstopped_server_is_a_stall_and_the_capture_recovers_after_sigcont(
     with Consumer(cfg) as c:
         c.wait_frames(3, timeout=5)
         rtsp_camera.pause()
-        detected = wait_until(lambda: c.capture.status.stalls >= 1, 6,
-                              "stall detected")
+        paused = time.monotonic()
+        wait_until(lambda: c.capture.status.stalls >= 1, 6, "stall detected")
+        detected = time.monotonic() - paused
         assert detected <= cfg.read_timeout_s + cfg.stale_after_s + 0.5
         st = c.capture.status
         assert not st.connected and st.state == "reconnecting"

@@ -1,14 +1,16 @@
-"""The classifier against birder's own reference path, the crop queue, the worker thread.
+"""Every inference backend against birder's own reference path, the crop queue, the worker.
 
 The model is a real birder FlexiViT (random weights, 1 encoder layer, 8 classes) loaded
 from a real checkpoint file; the reference is birder's `classification_transform` on PIL
-images + `infer_batch`, exactly what the model card does.
+images + `infer_batch`, exactly what the model card does. The parity and contract tests run
+once per entry of BACKENDS: a new engine plugs in by adding its factory there.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import birder
@@ -17,20 +19,40 @@ import pytest
 import torch
 from birder.common import fs_ops
 from birder.inference.classification import infer_batch
-from checkpoint import build_checkpoint, textured_images
 from PIL import Image
 
 from camtrap.config.models import BatchingConfig, ModelConfig
-from camtrap.inference.backend import Prediction, bucket_sizes
+from camtrap.inference.backend import (
+    Backend,
+    Prediction,
+    TopK,
+    bucket_sizes,
+    classify,
+    predict,
+    to_predictions,
+)
+from camtrap.inference.factory import load_backend, make_backend
 from camtrap.inference.network import cpu_has_native_bf16
 from camtrap.inference.queue import CropQueue
-from camtrap.inference.torch_backend import Classifier
+from camtrap.inference.torch_backend import TorchBackend
 from camtrap.inference.worker import InferenceWorker
 from camtrap.motion.regions import Crop
+from camtrap.tools.checkpoints import build_checkpoint
+from tests.backends import NumpyBackend
+from tests.images import textured_images
 
 NETWORK = "flexivit_reg1_s16_rms_ls"
 NUM_CLASSES = 8
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+
+BackendFactory = Callable[[ModelConfig, int], Backend]  # (model config, max_batch)
+
+
+def _torch(cfg: ModelConfig, max_batch: int) -> Backend:
+    return TorchBackend(cfg, max_batch=max_batch)
+
+
+BACKENDS = [pytest.param(_torch, id="torch")]
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +65,37 @@ def images() -> np.ndarray:
     return textured_images(200, seed=7)
 
 
-def make_classifier(path: Path, **kw: object) -> Classifier:
+def model_cfg(path: Path, **kw: object) -> ModelConfig:
+    """The checkpoint on the CPU in fp32 with every class in the top-k, unless `kw` differ."""
     options: dict[str, object] = {"path": path, "top_k": NUM_CLASSES, "device": "cpu",
                                   "precision": "fp32"}
     options.update(kw)
-    return Classifier(ModelConfig(**options))
+    return ModelConfig(**options)
+
+
+def make_classifier(path: Path, max_batch: int = 64, **kw: object) -> TorchBackend:
+    return TorchBackend(model_cfg(path, **kw), max_batch=max_batch)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def build(request: pytest.FixtureRequest, small_ckpt: Path) -> Callable[..., Backend]:
+    """Builds the parametrised backend from the test checkpoint: build(max_batch=64, **model)."""
+    factory: BackendFactory = request.param
+
+    def make(max_batch: int = 64, **kw: object) -> Backend:
+        return factory(model_cfg(small_ckpt, **kw), max_batch)
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def clf(small_ckpt: Path) -> Classifier:
+def backend(build: Callable[..., Backend]) -> Backend:
+    return build()
+
+
+@pytest.fixture(scope="module")
+def clf(small_ckpt: Path) -> TorchBackend:
+    """The torch engine on the CPU, for the worker's tests."""
     return make_classifier(small_ckpt)
 
 
@@ -85,57 +129,57 @@ def reference(small_ckpt: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 @pytest.fixture(scope="module")
-def ours_fp32(clf: Classifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probs, indices, _ = clf.predict(images)
-    return probs, indices
+def ours_fp32(backend: Backend, images: np.ndarray) -> TopK:
+    return predict(backend, images)
 
 
-def _check_parity(ours: tuple[np.ndarray, np.ndarray], ref: np.ndarray, tol: float) -> float:
-    probs, indices = ours
-    assert probs.shape == (len(ref), NUM_CLASSES)
-    diff = float(np.abs(np.take_along_axis(ref, indices, axis=1) - probs).max())
+def _check_parity(ours: TopK, ref: np.ndarray, tol: float) -> float:
+    assert ours.probs.shape == ours.indices.shape == (len(ref), NUM_CLASSES)
+    assert ours.probs.dtype == np.float32 and ours.indices.dtype == np.int64
+    diff = float(np.abs(np.take_along_axis(ref, ours.indices, axis=1) - ours.probs).max())
     assert diff <= tol
-    np.testing.assert_array_equal(indices[:, 0], ref.argmax(axis=1))
+    np.testing.assert_array_equal(ours.indices[:, 0], ref.argmax(axis=1))
     return diff
 
 
-def test_parity_with_birder_fp32_cpu(ours_fp32: tuple[np.ndarray, np.ndarray],
+def test_parity_with_birder_fp32_cpu(backend: Backend, ours_fp32: TopK,
                                      reference: tuple[np.ndarray, np.ndarray]) -> None:
-    probs, indices = ours_fp32
     diff = _check_parity(ours_fp32, reference[0], 1e-5)
-    print(f"fp32 CPU parity over {len(probs)} crops: max |dp| = {diff:.3g}")
-    assert np.all(np.diff(probs, axis=1) <= 0)  # best first
-    assert len(set(indices[:, 0])) > 1  # the images really differ for the model
+    print(f"{backend.describe()} parity over {len(ours_fp32)} crops: max |dp| = {diff:.3g}")
+    assert np.all(np.diff(ours_fp32.probs, axis=1) <= 0)  # best first
+    assert len(set(ours_fp32.indices[:, 0])) > 1  # the images really differ for the model
+    assert ours_fp32.embedding is None and backend.embedding_size is None
 
 
 @pytest.mark.parametrize("patch_size", [12, 24])
-def test_parity_at_other_patch_sizes(small_ckpt: Path, images: np.ndarray,
-                                     patch_size: int) -> None:
+def test_parity_at_other_patch_sizes(build: Callable[..., Backend], small_ckpt: Path,
+                                     images: np.ndarray, patch_size: int) -> None:
     """Our once-at-load patch size equals birder's per-call (training-time) patch_size."""
-    ours = make_classifier(small_ckpt, patch_size=patch_size)
+    ours = build(patch_size=patch_size)
+    assert f"patch {patch_size}" in ours.describe()
     ref, _ = reference_probs(small_ckpt, images[:16], patch_size=patch_size)
-    probs, indices, _ = ours.predict(images[:16])
-    _check_parity((probs, indices), ref, 1e-5)
+    _check_parity(predict(ours, images[:16]), ref, 1e-5)
 
 
-def test_embedding_from_the_same_forward(clf: Classifier, small_ckpt: Path, images: np.ndarray,
+def test_embedding_from_the_same_forward(build: Callable[..., Backend], images: np.ndarray,
                                          reference: tuple[np.ndarray, np.ndarray]) -> None:
-    with_emb = make_classifier(small_ckpt, embedding=True)
+    with_emb = build(embedding=True)
+    assert with_emb.embedding_size == 384
     subset = images[:24]
-    probs, indices, embedding = with_emb.predict(subset)
-    assert embedding is not None and embedding.shape == (24, 384)
-    assert embedding.dtype == np.float32
-    np.testing.assert_allclose(embedding, reference[1][:24], atol=1e-4)
-    _check_parity((probs, indices), reference[0][:24], 1e-5)
-    assert clf.predict(subset[:2])[2] is None
+    ours = predict(with_emb, subset)
+    assert ours.embedding is not None and ours.embedding.shape == (24, 384)
+    assert ours.embedding.dtype == np.float32
+    np.testing.assert_allclose(ours.embedding, reference[1][:24], atol=1e-4)
+    _check_parity(ours, reference[0][:24], 1e-5)
 
 
-def test_bf16_cpu_keeps_confident_top1(small_ckpt: Path, images: np.ndarray,
-                                       ours_fp32: tuple[np.ndarray, np.ndarray]) -> None:
-    bf16 = make_classifier(small_ckpt, precision="bf16")
-    print(f"native bf16: {cpu_has_native_bf16()}, running {bf16.dtype}")
-    p32, i32 = ours_fp32
-    p16, i16, _ = bf16.predict(images)
+def test_bf16_cpu_keeps_confident_top1(build: Callable[..., Backend], images: np.ndarray,
+                                       ours_fp32: TopK) -> None:
+    bf16 = build(precision="bf16")
+    print(f"native bf16: {cpu_has_native_bf16()}, running {bf16.describe()}")
+    p32, i32 = ours_fp32.probs, ours_fp32.indices
+    low = predict(bf16, images)
+    p16, i16 = low.probs, low.indices
     confident = (p32[:, 0] - p32[:, 1]) > 0.05
     assert confident.mean() > 0.5
     np.testing.assert_array_equal(i16[confident, 0], i32[confident, 0])
@@ -147,74 +191,137 @@ def test_bf16_cpu_keeps_confident_top1(small_ckpt: Path, images: np.ndarray,
           f"top-1 agreement {np.mean(i16[:, 0] == i32[:, 0]):.3f}")
 
 
+# --------------------------------------------------------------------------- the contract
+
+
+def test_implements_the_protocol(backend: Backend) -> None:
+    assert isinstance(backend, Backend)
+    assert backend.input_size == 240 and backend.max_batch == 64
+    assert len(backend.labels) == NUM_CLASSES
+    assert backend.max_in_flight >= 1
+    assert backend.describe()
+
+
+def test_submit_takes_one_batch_at_most(backend: Backend, images: np.ndarray) -> None:
+    top = backend.submit(images[:3]).result()
+    assert isinstance(top, TopK) and len(top) == 3
+    np.testing.assert_array_equal(top.indices, predict(backend, images[:3]).indices)
+    with pytest.raises(ValueError, match="65 images in one batch, max_batch is 64"):
+        backend.submit(images[:65])
+
+
+def test_large_input_is_chunked(build: Callable[..., Backend], images: np.ndarray) -> None:
+    small_batches = build(max_batch=4, top_k=5)
+    top = predict(small_batches, images[:9])
+    first = predict(small_batches, images[:4])
+    assert top.probs.shape == top.indices.shape == (9, 5)
+    np.testing.assert_allclose(top.probs[:4], first.probs, atol=1e-6)
+
+
+def test_classify_crops(backend: Backend, images: np.ndarray) -> None:
+    crops = [crop("a", i, images[i]) for i in range(3)]
+    predictions = classify(backend, crops)
+    assert [p.crop for p in predictions] == crops
+    for p in predictions:
+        assert isinstance(p, Prediction)
+        assert len(p.top_k) == NUM_CLASSES
+        assert p.top_k[0][0] in backend.labels
+        assert sum(prob for _, prob in p.top_k) == pytest.approx(1.0, abs=1e-5)
+    assert classify(backend, []) == []
+
+
+def test_rejects_wrong_images(backend: Backend) -> None:
+    with pytest.raises(ValueError, match=r"\(N, 240, 240, 3\)"):
+        backend.submit(np.zeros((1, 224, 224, 3), np.uint8))
+    with pytest.raises(ValueError, match="float32"):
+        backend.submit(np.zeros((1, 240, 240, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(N, 240, 240, 3\)"):
+        predict(backend, np.zeros((70, 224, 224, 3), np.uint8))
+
+
+def test_warm_up(backend: Backend) -> None:
+    assert backend.warm_up([0, 1, 3]) >= 0.0
+
+
+def test_closed_backend_refuses_batches(build: Callable[..., Backend],
+                                        images: np.ndarray) -> None:
+    closing = build(max_batch=2, top_k=1)
+    closing.close()
+    closing.close()  # twice is harmless
+    with pytest.raises(RuntimeError, match="closed"):
+        closing.submit(images[:1])
+
+
+# --------------------------------------------------------------------------- shared decoding
+
+
+def test_to_predictions_attaches_labels_in_crop_order() -> None:
+    crops = [crop("a", i) for i in range(2)]
+    top = TopK(np.array([[0.7, 0.2], [0.6, 0.3]], np.float32), np.array([[2, 0], [1, 2]]),
+               np.arange(6, dtype=np.float32).reshape(2, 3))
+    first, second = to_predictions(["x", "y", "z"], crops, top)
+    assert first.crop is crops[0] and second.crop is crops[1]
+    assert first.top_k == (("z", pytest.approx(0.7)), ("x", pytest.approx(0.2)))
+    assert [label for label, _ in second.top_k] == ["y", "z"]
+    np.testing.assert_array_equal(second.embedding, [3.0, 4.0, 5.0])
+    with pytest.raises(ValueError, match="1 results for 2 crops"):
+        to_predictions(["x", "y", "z"], crops, TopK(top.probs[:1], top.indices[:1]))
+
+
+def test_topk_concat_and_empty() -> None:
+    a = TopK(np.ones((2, 1), np.float32), np.zeros((2, 1), np.int64))
+    b = TopK(np.zeros((1, 1), np.float32), np.ones((1, 1), np.int64))
+    both = TopK.concat([a, b])
+    assert len(both) == 3 and both.embedding is None
+    np.testing.assert_array_equal(both.indices[:, 0], [0, 0, 1])
+    assert len(TopK.concat([])) == 0
+
+
+# --------------------------------------------------------------------------- torch engine
+
+
+def test_torch_describe_and_in_flight(clf: TorchBackend) -> None:
+    assert clf.describe() == "torch cpu fp32 patch 16"
+    assert clf.max_in_flight == 1  # a CPU forward is done when submit returns
+
+
+def test_make_backend_builds_the_torch_engine(small_ckpt: Path) -> None:
+    built = make_backend(model_cfg(small_ckpt, top_k=2), max_batch=8)
+    assert isinstance(built, TorchBackend) and isinstance(built, Backend)
+    assert built.max_batch == 8 and built.buckets == [1, 2, 4, 8]
+    ready = load_backend(model_cfg(small_ckpt, top_k=2), max_batch=2)
+    assert ready.max_batch == 2 and len(ready.submit(np.zeros((2, 240, 240, 3), np.uint8))
+                                        .result()) == 2
+
+
 def test_padding_matches_unpadded(small_ckpt: Path, images: np.ndarray) -> None:
     padded = make_classifier(small_ckpt, top_k=3)
     plain = make_classifier(small_ckpt, top_k=3)
     padded.pad_batches, plain.pad_batches = True, False
     assert padded._bucket(5) == 8 and plain._bucket(5) == 5
-    a = padded.predict(images[:5])
-    b = plain.predict(images[:5])
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
-    assert a[0].shape == (5, 3)
+    a = predict(padded, images[:5])
+    b = predict(plain, images[:5])
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+    assert a.probs.shape == (5, 3)
 
 
 @pytest.mark.slow
 def test_compiled_matches_eager(small_ckpt: Path, images: np.ndarray) -> None:
     """torch.compile (about 30 s here on the first batch) gives the eager answers."""
-    compiled = Classifier(ModelConfig(path=small_ckpt, device="cpu", precision="fp32",
-                                      compile=True, top_k=3), max_batch=8)
+    compiled = make_classifier(small_ckpt, max_batch=8, compile=True, top_k=3)
     eager = make_classifier(small_ckpt, top_k=3)
     assert compiled.pad_batches
-    a, b = compiled.predict(images[:5]), eager.predict(images[:5])
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
-
-
-def test_submit_takes_one_batch_at_most(clf: Classifier, images: np.ndarray) -> None:
-    pending = clf.submit(images[:3])
-    _, indices, _ = clf.split(pending.result())
-    np.testing.assert_array_equal(indices, clf.predict(images[:3])[1])
-    with pytest.raises(ValueError, match=f"65 images in one batch, max_batch is {clf.max_batch}"):
-        clf.submit(images[:65])
-
-
-def test_large_input_is_chunked(small_ckpt: Path, images: np.ndarray) -> None:
-    small_batches = Classifier(ModelConfig(path=small_ckpt, device="cpu", precision="fp32"),
-                               max_batch=4)
-    probs, indices, _ = small_batches.predict(images[:9])
-    first = small_batches.predict(images[:4])
-    assert probs.shape == indices.shape == (9, 5)
-    np.testing.assert_allclose(probs[:4], first[0], atol=1e-6)
+    assert compiled.describe().endswith(" compiled")
+    a, b = predict(compiled, images[:5]), predict(eager, images[:5])
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
 
 
 def test_bucket_sizes() -> None:
     assert bucket_sizes(1) == [1]
     assert bucket_sizes(16) == [1, 2, 4, 8, 16]
     assert bucket_sizes(24) == [1, 2, 4, 8, 16, 24]
-
-
-def test_classify_crops(clf: Classifier, images: np.ndarray) -> None:
-    crops = [crop("a", i, images[i]) for i in range(3)]
-    predictions = clf.classify(crops)
-    assert [p.crop for p in predictions] == crops
-    for p in predictions:
-        assert isinstance(p, Prediction)
-        assert len(p.top_k) == NUM_CLASSES
-        assert p.top_k[0][0] in clf.labels
-        assert sum(prob for _, prob in p.top_k) == pytest.approx(1.0, abs=1e-5)
-    assert clf.classify([]) == []
-
-
-def test_rejects_wrong_images(clf: Classifier) -> None:
-    with pytest.raises(ValueError, match=r"\(N, 240, 240, 3\)"):
-        clf.predict(np.zeros((1, 224, 224, 3), np.uint8))
-    with pytest.raises(ValueError, match="float32"):
-        clf.predict(np.zeros((1, 240, 240, 3), np.float32))
-
-
-def test_warm_up(clf: Classifier) -> None:
-    assert clf.warm_up([1, 3]) >= 0.0
 
 
 # --------------------------------------------------------------------------- CropQueue
@@ -253,6 +360,22 @@ def test_queue_overload_drops_oldest_of_busiest() -> None:
     batch = queue.get_batch(10, 0.0, 1.0)
     assert sorted(c.frame_seq for c in batch if c.camera == "quiet") == [0, 15, 30, 45]
     assert [c.frame_seq for c in batch if c.camera == "busy"] == list(range(44, 50))
+
+
+def test_queue_resize_drops_like_put() -> None:
+    queue = CropQueue(10)
+    for i in range(8):
+        queue.put(crop("busy", i))
+    queue.put(crop("quiet", 0))
+    queue.resize(4)
+    assert queue.maxsize == 4 and len(queue) == 4
+    assert queue.drops == {"busy": 5}
+    batch = queue.get_batch(10, 0.0, 1.0)
+    assert sorted((c.camera, c.frame_seq) for c in batch) == [
+        ("busy", 5), ("busy", 6), ("busy", 7), ("quiet", 0)]
+    queue.resize(20)
+    with pytest.raises(ValueError):
+        queue.resize(0)
 
 
 def test_get_batch_waits_at_most_max_wait_after_first_crop() -> None:
@@ -327,12 +450,12 @@ class Collector:
             time.sleep(0.01)
 
 
-def fed_worker(classifier: Classifier, crops: list[Crop],
+def fed_worker(backend: Backend, crops: list[Crop],
                max_size: int) -> tuple[InferenceWorker, Collector]:
     """A started worker (no waiting for company) with `crops` already queued."""
     queue = CropQueue(max(1, len(crops)))
     sink = Collector()
-    worker = InferenceWorker(classifier, queue, BatchingConfig(max_size=max_size, max_wait_ms=0),
+    worker = InferenceWorker(backend, queue, BatchingConfig(max_size=max_size, max_wait_ms=0),
                              sink)
     for c in crops:
         queue.put(c)
@@ -340,7 +463,7 @@ def fed_worker(classifier: Classifier, crops: list[Crop],
     return worker, sink
 
 
-def test_worker_end_to_end(clf: Classifier, images: np.ndarray) -> None:
+def test_worker_end_to_end(clf: TorchBackend, images: np.ndarray) -> None:
     queue = CropQueue(200)
     sink = Collector()
     worker = InferenceWorker(clf, queue, BatchingConfig(max_size=8, max_wait_ms=20), sink)
@@ -351,8 +474,8 @@ def test_worker_end_to_end(clf: Classifier, images: np.ndarray) -> None:
         queue.put(c)
     sink.wait_for(40, 30.0)
     assert {id(p.crop) for p in sink.predictions} == {id(c) for c in crops}
-    stats = worker.stats()
-    assert stats["crops"] == 40 and stats["errors"] == 0
+    snap = worker.snapshot(stall_limit_s=60)
+    assert snap.crops == 40 and snap.errors == 0 and snap.alive
     assert sum(n * k for n, k in worker.batch_sizes.items()) == 40
     assert max(worker.batch_sizes) <= 8
     p50, p95 = worker.latency_percentiles()
@@ -364,14 +487,14 @@ def test_worker_end_to_end(clf: Classifier, images: np.ndarray) -> None:
     assert not worker.is_alive()
 
 
-def test_worker_stop_drains_the_queue(clf: Classifier, images: np.ndarray) -> None:
+def test_worker_stop_drains_the_queue(clf: TorchBackend, images: np.ndarray) -> None:
     worker, sink = fed_worker(clf, [crop("a", i, images[i]) for i in range(20)], max_size=4)
     assert worker.stop(drain_timeout_s=30.0)
     assert len(sink.predictions) == 20
     assert len(worker.queue) == 0
 
 
-def test_worker_survives_errors(clf: Classifier, images: np.ndarray) -> None:
+def test_worker_survives_errors(clf: TorchBackend, images: np.ndarray) -> None:
     queue = CropQueue(100)
     sink = Collector()
     worker = InferenceWorker(clf, queue, BatchingConfig(max_size=1, max_wait_ms=0), sink)
@@ -384,19 +507,18 @@ def test_worker_survives_errors(clf: Classifier, images: np.ndarray) -> None:
     assert [p.crop.frame_seq for p in sink.predictions] == [1]
 
 
-class Overlapping(Classifier):
-    """The CPU classifier, with the worker's CUDA schedule: take the next batch first."""
+class Overlapping(TorchBackend):
+    """The CPU engine, with the worker's CUDA schedule: take the next batch first."""
 
     @property
-    def asynchronous(self) -> bool:
-        return True
+    def max_in_flight(self) -> int:
+        return 2
 
 
 def test_worker_with_a_batch_in_flight_keeps_order_and_results(
         small_ckpt: Path, images: np.ndarray) -> None:
     """The CUDA schedule (next batch taken before the last one's result) loses nothing."""
-    overlapping = Overlapping(ModelConfig(path=small_ckpt, device="cpu", precision="fp32",
-                                          top_k=1), max_batch=4)
+    overlapping = Overlapping(model_cfg(small_ckpt, top_k=1), max_batch=4)
     crops = [crop("a", i, images[i]) for i in range(30)]
     crops.insert(7, crop("a", 99, np.zeros((100, 100, 3), np.uint8)))  # one bad batch
     worker, sink = fed_worker(overlapping, crops, max_size=4)
@@ -405,13 +527,58 @@ def test_worker_with_a_batch_in_flight_keeps_order_and_results(
     good = [p.crop.frame_seq for p in sink.predictions]
     assert good == sorted(good) and 99 not in good
     assert worker.failed_crops + len(good) == len(crops) and worker.errors == 1
-    _, indices, _ = overlapping.predict(np.stack([p.crop.image for p in sink.predictions]))
+    top = predict(overlapping, np.stack([p.crop.image for p in sink.predictions]))
     assert [p.top_k[0][0] for p in sink.predictions] == [overlapping.labels[i]
-                                                          for i in indices[:, 0]]
+                                                          for i in top.indices[:, 0]]
     assert worker.pending_since() is None
 
 
-def test_worker_stop_without_start(clf: Classifier) -> None:
+
+def test_worker_needs_only_the_protocol() -> None:
+    """Any Backend works: order kept, up to its max_in_flight out, refusals counted."""
+    double = NumpyBackend()
+    assert isinstance(double, Backend)
+
+    def tiny(seq: int, value: int) -> Crop:
+        return Crop("a", time.time(), seq, (0, 0, 16, 16), (64, 64),
+                    np.full((16, 16, 3), value, np.uint8))
+
+    crops = [tiny(i, 32 * (i % 8)) for i in range(40)]
+    crops[10] = tiny(10, 255)  # its batch (crops 10 and 11) is refused at submit
+    worker, sink = fed_worker(double, crops, max_size=2)
+    sink.wait_for(38, 10.0)
+    assert worker.stop(5.0)
+    assert double.most_out == 3 and double.out == 0
+    assert [p.crop.frame_seq for p in sink.predictions] == [i for i in range(40)
+                                                             if i not in (10, 11)]
+    assert all(p.top_k[0][0] == f"class {p.crop.frame_seq % 8}" for p in sink.predictions)
+    assert worker.errors == 1 and worker.failed_crops == 2
+    assert worker.batch_sizes == {2: 19} and worker.pending_since() is None
+
+
+def test_worker_switches_backend_and_batching_between_batches() -> None:
+    """A reload: later batches go to the new backend at its batch size, nothing is lost,
+    and the replaced backend is closed once it has nothing out."""
+    old, new = NumpyBackend("old"), NumpyBackend("new")
+    image = np.full((16, 16, 3), 64, np.uint8)
+    sink = Collector()
+    worker = InferenceWorker(old, CropQueue(10), BatchingConfig(max_size=2, max_wait_ms=50),
+                             sink)
+    for i in range(4):
+        worker.queue.put(Crop("a", time.time(), i, (0, 0, 16, 16), (64, 64), image))
+    worker.start()
+    sink.wait_for(4, 10.0)
+    worker.use(new, BatchingConfig(max_size=1, max_wait_ms=0))
+    for i in range(4, 7):
+        worker.queue.put(Crop("a", time.time(), i, (0, 0, 16, 16), (64, 64), image))
+    sink.wait_for(7, 10.0)
+    assert worker.stop(5.0)
+    assert [p.top_k[0][0] for p in sink.predictions] == ["old 2"] * 4 + ["new 2"] * 3
+    assert old.closed and not new.closed and old.out == new.out == 0
+    assert worker.backend is new and worker.batch_sizes == {2: 2, 1: 3}
+
+
+def test_worker_stop_without_start(clf: TorchBackend) -> None:
     worker = InferenceWorker(clf, CropQueue(4), BatchingConfig(), lambda _: None)
     assert worker.stop(0.1)
 
@@ -424,13 +591,13 @@ def test_worker_stop_without_start(clf: Classifier) -> None:
 def test_cuda_parity_fp32(small_ckpt: Path, images: np.ndarray) -> None:
     gpu = make_classifier(small_ckpt, device="cuda")
     ref, _ = reference_probs(small_ckpt, images, device="cuda")
-    probs, indices, _ = gpu.predict(images)
-    diff = float(np.abs(np.take_along_axis(ref, indices, axis=1) - probs).max())
+    top = predict(gpu, images)
+    diff = float(np.abs(np.take_along_axis(ref, top.indices, axis=1) - top.probs).max())
     print(f"CUDA fp32 vs birder on CUDA: max |dp| = {diff:.3g}")
     assert diff <= 1e-4
     margin = np.sort(ref, axis=1)
     confident = (margin[:, -1] - margin[:, -2]) > 1e-3
-    np.testing.assert_array_equal(indices[confident, 0], ref.argmax(axis=1)[confident])
+    np.testing.assert_array_equal(top.indices[confident, 0], ref.argmax(axis=1)[confident])
 
 
 @pytest.mark.cuda
@@ -439,7 +606,7 @@ def test_cuda_low_precision_keeps_confident_top1(small_ckpt: Path, images: np.nd
     fast = make_classifier(small_ckpt, device="cuda", precision="auto")
     assert fast.dtype in (torch.bfloat16, torch.float16)
     ref, _ = reference_probs(small_ckpt, images, device="cuda")
-    _, indices, _ = fast.predict(images)
+    indices = predict(fast, images).indices
     top2 = np.sort(ref, axis=1)[:, -2:]
     confident = (top2[:, 1] - top2[:, 0]) > 0.05
     np.testing.assert_array_equal(indices[confident, 0], ref.argmax(axis=1)[confident])
@@ -449,14 +616,15 @@ def test_cuda_low_precision_keeps_confident_top1(small_ckpt: Path, images: np.nd
 @needs_cuda
 def test_cuda_pinned_padded_path(small_ckpt: Path, images: np.ndarray) -> None:
     gpu = make_classifier(small_ckpt, device="cuda", top_k=3)
-    assert gpu.pad_batches and gpu.asynchronous
-    a = gpu.predict(images[:5])
-    b = gpu.predict(images[:5])
-    c = gpu.predict(images[:5])  # both pinned buffers of the ring reused
+    assert gpu.pad_batches and gpu.max_in_flight == 2
+    assert gpu.describe().startswith("torch cuda")
+    a = predict(gpu, images[:5])
+    b = predict(gpu, images[:5])
+    c = predict(gpu, images[:5])  # both pinned buffers of the ring reused
     assert [buf.is_pinned() for buf, _ in gpu._pinned[8]] == [True, True]
     for other in (b, c):
-        np.testing.assert_array_equal(a[1], other[1])
-        np.testing.assert_allclose(a[0], other[0], atol=1e-6)
+        np.testing.assert_array_equal(a.indices, other.indices)
+        np.testing.assert_allclose(a.probs, other.probs, atol=1e-6)
 
 
 @pytest.mark.cuda
@@ -464,23 +632,22 @@ def test_cuda_pinned_padded_path(small_ckpt: Path, images: np.ndarray) -> None:
 def test_cuda_batches_in_flight_match_one_at_a_time(small_ckpt: Path,
                                                     images: np.ndarray) -> None:
     """Staging batch k+1 while batch k runs must not touch k's input or output."""
-    gpu = Classifier(ModelConfig(path=small_ckpt, device="cuda", precision="fp32", top_k=3),
-                     max_batch=8)
-    one_by_one = [gpu.split(gpu.submit(images[i:i + 8]).result()) for i in range(0, 200, 8)]
+    gpu = make_classifier(small_ckpt, max_batch=8, device="cuda", top_k=3)
+    one_by_one = [gpu.submit(images[i:i + 8]).result() for i in range(0, 200, 8)]
     pending = [gpu.submit(images[i:i + 8]) for i in range(0, 200, 8)]  # 25 in flight
-    together = [gpu.split(p.result()) for p in pending]
+    together = [p.result() for p in pending]
     for a, b in zip(one_by_one, together, strict=True):
-        np.testing.assert_array_equal(a[1], b[1])
-        np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-6)
     worker, sink = fed_worker(gpu, [crop("a", i, images[i]) for i in range(200)], max_size=8)
     sink.wait_for(200, 60.0)
     assert worker.stop(5.0)
     assert [p.crop.frame_seq for p in sink.predictions] == list(range(200))
-    expected = np.concatenate([idx for _, idx, _ in one_by_one])[:, 0]
+    expected = np.concatenate([top.indices for top in one_by_one])[:, 0]
     assert [p.top_k[0][0] for p in sink.predictions] == [gpu.labels[i] for i in expected]
 
 
-def test_pending_since_covers_queued_and_in_flight_crops(clf: Classifier,
+def test_pending_since_covers_queued_and_in_flight_crops(clf: TorchBackend,
                                                          images: np.ndarray) -> None:
     """Visits end against the oldest unclassified crop, so a backlog never splits a visit."""
     queue = CropQueue(10)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import yaml
-from daemon import daemon_config
 from PIL import Image
-from servers import free_port
+
+from camtrap.cli import main
+from tests.daemon import daemon_config
+from tests.servers import free_port
 
 MODEL = "flexivit_reg1_s16_rms_ls_dino-v2-il-all"
+SECRET = "hunter2-secret"
 
 
 def camtrap(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -130,6 +135,53 @@ def test_replay_missing_video(tmp_path: Path, video: str, checkpoint_path: Path)
     res = camtrap("replay", str(tmp_path / video), "--config", str(write_config(tmp_path, cfg)))
     assert res.returncode == 2
     assert f"{tmp_path / video}: no such video file" in res.stderr
+
+
+def test_replay_never_prints_a_password(tmp_path: Path) -> None:
+    """Credentials in a URL (a camera's, a private model mirror's) never reach the terminal:
+    here the mirror cannot be reached and the message that says so names it, masked."""
+    port = free_port()  # nothing listens there
+    cfg = daemon_config(tmp_path, camera_url=f"rtsp://viewer:{SECRET}@127.0.0.1:1/cam",
+                        checkpoint=Path("x"))
+    cfg["model"] = {"name": MODEL, "models_dir": str(tmp_path / "models"), "device": "cpu",
+                    "download_url": f"https://viewer:{SECRET}@127.0.0.1:{port}/models",
+                    "download_timeout_s": 5}
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not opened: the model fails first")
+    res = camtrap("replay", str(video), "--config", str(write_config(tmp_path, cfg)))
+    assert res.returncode == 2, res.stderr
+    assert f"https://viewer:***@127.0.0.1:{port}/models/{MODEL}.pt" in res.stderr
+    assert SECRET not in res.stderr + res.stdout
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """`main()` in-process replaces the root logger's handlers: put pytest's back after."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+
+
+@pytest.mark.parametrize("command", [["check"], ["replay", "missing.mp4"],
+                                     ["summary", "--date", "2026-01-01"]])
+def test_commands_log_through_the_masking_setup(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a module logs while a command runs (a camera URL in an OpenCV message) goes
+    through camtrap's log setup, passwords masked, not through a bare `basicConfig`."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # main() sets it: undone after the test
+    monkeypatch.chdir(tmp_path)
+    url = f"rtsp://viewer:{SECRET}@127.0.0.1:1/cam"
+    config = write_config(tmp_path, daemon_config(tmp_path, camera_url=url, checkpoint=Path("x")))
+    main([*command, "--config", str(config)])
+    logging.getLogger("camtrap.video.stream").warning("cannot open %s", url)
+    err = capsys.readouterr().err
+    assert "rtsp://viewer:***@127.0.0.1:1/cam" in err
+    assert SECRET not in err
 
 
 def test_bench_names_a_missing_gpu_without_a_traceback() -> None:

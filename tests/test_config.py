@@ -30,6 +30,30 @@ def test_shipped_config_is_valid() -> None:
     assert cfg.storage.state_dir == REPO / "state"
 
 
+def test_relative_paths_are_relative_to_the_file(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every path in the file, the MQTT TLS files included, means the same whatever the
+    daemon's working directory (systemd starts it in /)."""
+    folder = tmp_path / "etc" / "camtrap"
+    folder.mkdir(parents=True)
+    path = folder / "camtrap.yaml"
+    path.write_text(
+        MINIMAL
+        + "mqtt:\n  tls:\n    enabled: true\n    ca_file: certs/ca.pem\n"
+        "    cert_file: ./certs/client.pem\n    key_file: /secure/client.key\n"
+        "model:\n  path: models/m.pt\nstorage:\n  state_dir: ../state\n"
+    )
+    monkeypatch.chdir(tmp_path)  # somewhere else than the file's folder
+    cfg = load_config(path, env={})
+    base = folder.resolve()
+    assert cfg.mqtt.tls.ca_file == base / "certs" / "ca.pem"
+    assert cfg.mqtt.tls.cert_file == base / "certs" / "client.pem"
+    assert cfg.mqtt.tls.key_file == Path("/secure/client.key")  # absolute: untouched
+    assert cfg.model.path == base / "models" / "m.pt"
+    assert cfg.storage.state_dir == base.parent / "state"
+    assert parse_config(MINIMAL, env={}).mqtt.tls.ca_file is None  # no file, nothing to do
+
+
 def test_minimal_config_takes_defaults() -> None:
     cfg = parse_config(MINIMAL, env={})
     assert cfg.model.patch_size == 16

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon import Daemon, daemon_config
-from servers import Mosquitto, MqttRecorder, RtspServer
+
+from tests.daemon import Daemon, daemon_config
+from tests.servers import Mosquitto, MqttRecorder, RtspServer
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from daemon import Daemon, daemon_config
-from servers import Mosquitto, MqttRecorder, RtspServer
+
+from tests.daemon import Daemon, daemon_config
+from tests.servers import Mosquitto, MqttRecorder, RtspServer
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

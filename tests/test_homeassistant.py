@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from checkpoint import build_checkpoint
-from daemon import Daemon, daemon_config
-from homeassistant import HomeAssistant, requires_homeassistant
-from servers import Mosquitto, RtspServer
+
+from camtrap.tools.checkpoints import build_checkpoint
+from tests.daemon import Daemon, daemon_config
+from tests.homeassistant import HomeAssistant, requires_homeassistant
+from tests.servers import Mosquitto, RtspServer
 
 pytestmark = [requires_homeassistant, pytest.mark.slow]
 

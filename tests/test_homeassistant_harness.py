@@ -13,14 +13,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from homeassistant import (
+
+from tests.homeassistant import (
     HA_VERSION,
     HomeAssistant,
     discovery_topic,
     requires_homeassistant,
-    wait_until,
 )
-from servers import Mosquitto, MqttRecorder
+from tests.servers import Mosquitto, MqttRecorder
+from tests.waiting import wait_until
 
 pytestmark = [requires_homeassistant, pytest.mark.slow]
 

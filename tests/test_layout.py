@@ -12,7 +12,7 @@ ROOT = Path(camtrap.__file__).parent
 
 # Earlier layers never import later ones. Top-level wiring modules come last.
 LAYERS = [
-    {"camtrap", "camtrap.timeutil", "camtrap.logs", "camtrap.status"},
+    {"camtrap", "camtrap.timeutil", "camtrap.status"},
     {"camtrap.config", "camtrap.logs"},
     {"camtrap.video"},
     {"camtrap.motion"},
@@ -23,7 +23,7 @@ LAYERS = [
     {"camtrap.reports"},
     {"camtrap.schedule"},
     {"camtrap.web"},
-    {"camtrap.systemd", "camtrap.camera", "camtrap.replay", "camtrap.sink"},
+    {"camtrap.systemd", "camtrap.camera", "camtrap.replay", "camtrap.sink", "camtrap.monitor"},
     {"camtrap.reload", "camtrap.service", "camtrap.tools"},
     {"camtrap.cli", "camtrap.__main__"},
 ]

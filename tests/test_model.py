@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoint import build_checkpoint
 
 from camtrap.config.models import DEFAULT_MODEL, ModelConfig
 from camtrap.inference.checkpoint import (
@@ -33,6 +32,7 @@ from camtrap.inference.network import (
     select_device,
     select_dtype,
 )
+from camtrap.tools.checkpoints import build_checkpoint
 
 CPU = torch.device("cpu")
 TEST_NAME = "flexivit_reg1_s16_rms_ls_camtrap-test"  # not in birder's registry: no sha

@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from servers import make_video
 
 from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
 from camtrap.motion.detector import (
@@ -28,6 +27,7 @@ from camtrap.motion.detector import (
 from camtrap.motion.frames import FrameProcessor, FrameResult
 from camtrap.motion.regions import Box, contains
 from camtrap.video.capture import Capture, Frame
+from tests.servers import make_video
 
 W, H = 640, 360
 BIRD = (26, 42, 58)  # BGR dark brown, luma about 40 on a background of about 145

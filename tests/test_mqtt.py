@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import Mosquitto, MqttRecorder
 
 from camtrap.comms.mqtt import MqttPublisher
 from camtrap.config.models import MqttConfig
 from camtrap.storage.store import Store
 from camtrap.visits.tracker import VisitEvent
+from tests.servers import Mosquitto, MqttRecorder
+from tests.waiting import wait_until
 
 SECRET = "s3cret-Pw!"
 
@@ -27,15 +28,6 @@ def event(n: int) -> VisitEvent:
 def queue_events(store: Store, first: int, count: int) -> None:
     for n in range(first, first + count):
         store.record(event(n), [("camtrap/events", json.dumps({"n": n}).encode(), 1, False)])
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -65,7 +57,7 @@ def test_outbox_drains_in_order(mosquitto: Mosquitto, mqtt_recorder: MqttRecorde
     try:
         msgs = mqtt_recorder.wait_for_count("camtrap/events", 250, timeout=30)
         assert [m.json()["n"] for m in msgs] == list(range(250))
-        assert wait_until(lambda: store.outbox_len() == 0)
+        wait_until(lambda: store.outbox_len() == 0, 15, "the outbox emptied")
         assert mqtt_recorder.wait_for("camtrap/status").payload == b"online"
     finally:
         pub.stop()
@@ -95,7 +87,7 @@ def test_wrong_password_is_reported_and_retried(
         pub = publisher_for(broker, store, password="wrong")
         pub.start()
         try:
-            assert wait_until(lambda: pub.last_error is not None)
+            wait_until(lambda: pub.last_error is not None, 15, "a connection error")
             assert "refused the connection" in pub.last_error
             assert "Not authorized" in pub.last_error or "Bad user name" in pub.last_error
             time.sleep(3.5)  # paho retries with backoff; nothing crashes meanwhile
@@ -145,6 +137,6 @@ def test_broker_restart_redelivers_without_gap(
         msgs = mqtt_recorder.wait_for_count("camtrap/events", 25, timeout=40)
         got = sorted({m.json()["n"] for m in msgs})
         assert got == list(range(25))
-        assert wait_until(lambda: store.outbox_len() == 0)
+        wait_until(lambda: store.outbox_len() == 0, 15, "the outbox emptied")
     finally:
         pub.stop()

@@ -7,12 +7,11 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from seed import add_visit, make_config
-
 from camtrap.reports.build import load_summary
 from camtrap.schedule.jobs import JobRunner, RetentionResult
 from camtrap.storage.store import SCHEMA_VERSION, Store
 from camtrap.timeutil import day_bounds
+from tests.seed import add_visit, make_config
 
 JLM = ZoneInfo("Asia/Jerusalem")
 NOW = datetime(2026, 5, 14, 4, 0, tzinfo=JLM)

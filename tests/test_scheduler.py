@@ -18,7 +18,6 @@ import apscheduler.schedulers.base
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from seed import add_visit, make_config
 
 from camtrap.config.loader import parse_config
 from camtrap.config.models import ActiveHoursConfig, ConfigError, LocationConfig
@@ -36,7 +35,10 @@ from camtrap.schedule.triggers import (
     summary_date_for,
     today_is_due,
 )
+from camtrap.status import CameraSnapshot, InferenceSnapshot, StatusSnapshot, StorageSnapshot
 from camtrap.storage.store import Store
+from tests.seed import add_visit, make_config
+from tests.waiting import wait_until
 
 BERLIN = ZoneInfo("Europe/Berlin")
 JLM = ZoneInfo("Asia/Jerusalem")
@@ -223,15 +225,6 @@ class Recorder:
                 self._cond.wait(left)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def at(d: date, h: int, m: int, s: int = 0) -> datetime:
     return datetime(d.year, d.month, d.day, h, m, s, tzinfo=JLM)
 
@@ -293,7 +286,8 @@ def test_fixed_clock_drives_a_real_scheduler_through_the_nightly_summary(
     data = json.loads(body)
     assert data["visits"] == 2 and data["new_species"] == ["Great Tit", "Eurasian Hoopoe"]
     tomorrow = at(date(2026, 5, 15), 23, 55)
-    assert wait_until(lambda: runner.scheduler.get_job("summary").next_run_time == tomorrow)
+    wait_until(lambda: runner.scheduler.get_job("summary").next_run_time == tomorrow, 5,
+               "the summary job rescheduled for tomorrow")
 
 
 def test_a_late_nightly_run_within_grace_summarises_its_own_day(
@@ -373,7 +367,8 @@ def test_real_scheduler_runs_a_0230_job_once_on_the_night_clocks_go_back(
     assert done.acquire(timeout=5)
     # scheduled next for tomorrow's 02:30 CET, not for the repeated 02:30 an hour later
     tomorrow = utc(2026, 10, 26, 1, 30)
-    assert wait_until(lambda: runner.scheduler.get_job("retention").next_run_time == tomorrow)
+    wait_until(lambda: runner.scheduler.get_job("retention").next_run_time == tomorrow, 5,
+               "the retention job rescheduled for tomorrow")
     clock.t = datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=BERLIN)  # the second 02:30 (CET)
     runner.wakeup()
     assert not done.acquire(timeout=0.3)
@@ -400,7 +395,7 @@ def test_switched_off_jobs_are_not_scheduled(
         schedule="  digest: {enabled: false}\n  summary: {enabled: false}\n"
         "  retention: {enabled: false}\n  stats: {interval_min: 2}",
     )
-    runner = runner_factory(cfg=cfg, stats=lambda: {"cameras": {}})
+    runner = runner_factory(cfg=cfg, stats=snapshot)
     runner.start()
     assert runner.startup_done.wait(5)
     assert {j.id for j in runner.scheduler.get_jobs()} == {"stats", "uptime"}
@@ -410,7 +405,7 @@ def test_switched_off_jobs_are_not_scheduled(
 # --- stats, digest, uptime ----------------------------------------------------------------
 
 
-def snapshot(feeder_connected: bool = True) -> dict[str, object]:
+def snapshot(feeder_connected: bool = True) -> StatusSnapshot:
     cam = {
         "state": "streaming",
         "connected": feeder_connected,
@@ -420,20 +415,29 @@ def snapshot(feeder_connected: bool = True) -> dict[str, object]:
         "last_frame_age_s": 0.1,
         "last_error": None,
     }
-    return {
-        "cameras": {"feeder": cam, "ground": {**cam, "connected": False, "state": "connecting"}},
-        "inference": {
-            "batches": 10,
-            "crops": 40,
-            "errors": 0,
-            "queued": 3,
-            "drops": {"feeder": 2},
-            "latency_p50_s": 0.0421,
-            "latency_p95_s": 0.09,
-            "last_latency_s": 0.05,
+
+    def camera(state: dict[str, object], drops: int) -> CameraSnapshot:
+        return CameraSnapshot(state=state, frames=100, reconnects=0, crops=40, drops=drops,
+                              active=True, active_until=None, stuck=False)
+
+    return StatusSnapshot(
+        uptime_s=60.0,
+        healthy=True,
+        cameras={
+            "feeder": camera(cam, 2),
+            "ground": camera({**cam, "connected": False, "state": "connecting"}, 0),
         },
-        "outbox": 7,
-    }
+        inference=InferenceSnapshot(
+            backend="torch cpu fp32 patch 16", alive=True, idle_s=0.1, batches=10, crops=40,
+            errors=0, failed_crops=0, queued=3, drops={"feeder": 2}, latency_p50_s=0.0421,
+            latency_p95_s=0.09, last_latency_s=0.05,
+        ),
+        storage=StorageSnapshot(ok=True, error=None, outbox=7, outbox_dropped=0,
+                                crop_write_failures=0, unstored=0, sink_queued=0,
+                                sink_dropped=0),
+        mqtt_connected=True,
+        visits_open=0,
+    )
 
 
 def test_stats_heartbeat_payload(

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from servers import (
+
+from tests.servers import (
     CLIP_CYCLE_S,
     CLIP_VISIT_S,
     Mosquitto,

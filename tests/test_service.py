@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemon import Daemon, daemon_config
 from prometheus_client.parser import text_string_to_metric_families
-from servers import Mosquitto, MqttRecorder, RtspServer, free_port
+
+from tests.daemon import Daemon, daemon_config
+from tests.servers import Mosquitto, MqttRecorder, RtspServer, free_port
 
 pytestmark = pytest.mark.slow
 

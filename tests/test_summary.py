@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from PIL import Image
-from seed import COLORS, add_visit, make_config
 
 from camtrap.reports.build import load_summary, summary_from_dict
 from camtrap.reports.files import summary_command, write_summary
@@ -28,6 +27,7 @@ from camtrap.reports.render import (
 )
 from camtrap.storage.store import Store
 from camtrap.timeutil import day_bounds
+from tests.seed import COLORS, add_visit, make_config
 
 JLM = ZoneInfo("Asia/Jerusalem")
 DAY = date(2026, 5, 14)

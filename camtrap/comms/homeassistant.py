@@ -180,9 +180,15 @@ class Discovery:
         return msgs + discovery_messages(self.cfg)
 
     def mark_announced(self) -> None:
+        """Best effort: if it cannot be written (a full disk), a camera removed later keeps
+        its entities in Home Assistant until the next announce that can write it."""
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"cameras": sorted(c.name for c in self.cfg.cameras)}))
-        tmp.replace(self.path)
+        try:
+            tmp.write_text(json.dumps({"cameras": sorted(c.name for c in self.cfg.cameras)}))
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.warning("homeassistant: cannot remember the announced cameras in %s: %s",
+                        self.path, exc)
 
 
 def summary_entities(prefix: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -4,11 +4,10 @@ documents every one. Add fields freely; rename or remove only with a new `schema
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from camtrap.schedule.active import ActiveState
+from camtrap.status import StatusSnapshot
 from camtrap.timeutil import iso
 from camtrap.visits.tracker import VisitEvent
 
@@ -109,44 +108,8 @@ def digest_payload(
     }
 
 
-def stats_payload(
-    raw: Mapping[str, Any],
-    active: Mapping[str, ActiveState],
-    now: datetime,
-    uptime_s: float,
-) -> dict[str, Any]:
-    """`<prefix>/stats` from the service's snapshot: `raw` is {"cameras": {name:
-    CameraStatus.as_dict()}, "inference": InferenceWorker.stats(), "outbox": int}."""
-    inf = raw.get("inference") or {}
-    drops: dict[str, int] = dict(inf.get("drops") or {})
-
-    def ms(v: float | None) -> float | None:
-        return None if v is None else round(v * 1000, 1)
-
-    cameras = {}
-    for name, st in sorted((raw.get("cameras") or {}).items()):
-        entry = dict(st)
-        entry["fps"] = st.get("processed_fps")
-        entry["drops"] = drops.get(name, 0)
-        a = active.get(name)
-        entry["active"] = True if a is None else a.active
-        entry["active_until"] = None if a is None or a.until is None else a.until.isoformat()
-        cameras[name] = entry
-    return {
-        "schema": 1,
-        "time": now.isoformat(timespec="seconds"),
-        "uptime_s": round(uptime_s),
-        "cameras": cameras,
-        "queue": {"depth": inf.get("queued", 0), "drops": sum(drops.values())},
-        "inference": {
-            "batches": inf.get("batches", 0),
-            "crops": inf.get("crops", 0),
-            "errors": inf.get("errors", 0),
-            "latency_ms_p50": ms(inf.get("latency_p50_s")),
-            "latency_ms_p95": ms(inf.get("latency_p95_s")),
-            "last_latency_ms": ms(inf.get("last_latency_s")),
-        },
-        "outbox": raw.get("outbox", 0),
-    }
+def stats_payload(snapshot: StatusSnapshot, now: datetime) -> dict[str, Any]:
+    """`<prefix>/stats` (and `/healthz`): the status snapshot with its schema and time."""
+    return {"schema": 1, "time": now.isoformat(timespec="seconds"), **snapshot.as_dict()}
 
 

@@ -126,6 +126,11 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         update={"path": rel(cfg.model.path), "models_dir": rel(cfg.model.models_dir)}
     )
     storage = cfg.storage.model_copy(update={"state_dir": rel(cfg.storage.state_dir)})
+    tls = cfg.mqtt.tls
+    tls = tls.model_copy(update={"ca_file": rel(tls.ca_file), "cert_file": rel(tls.cert_file),
+                                 "key_file": rel(tls.key_file)})
+    mqtt = cfg.mqtt.model_copy(update={"tls": tls})
+
     def source(url: str | None) -> str | None:
         if url is None or url.isdigit() or urlsplit(url).scheme != "":
             return url
@@ -135,4 +140,6 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         c.model_copy(update={"url": source(c.url), "detect_url": source(c.detect_url)})
         for c in cfg.cameras
     ]
-    return cfg.model_copy(update={"model": model, "storage": storage, "cameras": cams})
+    return cfg.model_copy(
+        update={"model": model, "storage": storage, "mqtt": mqtt, "cameras": cams}
+    )

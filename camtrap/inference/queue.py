@@ -43,9 +43,10 @@ class CropQueue:
             return dict(self.drops)
 
     def put(self, crop: Crop) -> bool:
-        """Queue `crop`; False (and nothing queued) once the queue is closed."""
+        """Queue `crop`; False once the queue is closed (the crop is counted as dropped)."""
         with self._cond:
             if self._closed:
+                self.drops[crop.camera] = self.drops.get(crop.camera, 0) + 1
                 return False
             if self._size >= self.maxsize:
                 self._drop_one(crop.camera)
@@ -101,6 +102,15 @@ class CropQueue:
                 self._size -= 1
         self._next = i % len(cameras)
         return batch
+
+    def resize(self, maxsize: int) -> None:
+        """A new bound (a reload); crops over it are dropped the way `put` drops them."""
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        with self._cond:
+            self.maxsize = maxsize
+            while self._size > maxsize:
+                self._drop_one("")
 
     def close(self) -> None:
         """Refuse new crops and wake every waiter; queued crops can still be taken."""

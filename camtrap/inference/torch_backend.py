@@ -1,5 +1,5 @@
-"""The torch engine: one batched forward, preprocessing on the device in one go rather than
-image by image through PIL (birder's reference path)."""
+"""The torch engine, the first `Backend`: one batched forward, preprocessing on the device in
+one go rather than image by image through PIL (birder's reference path)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from camtrap.config.models import ModelConfig
-from camtrap.inference.backend import Prediction, bucket_sizes
+from camtrap.inference.backend import TopK, bucket_sizes, check_batch
 from camtrap.inference.checkpoint import resolve_checkpoint
 from camtrap.inference.network import (
     LoadedModel,
@@ -23,9 +23,12 @@ from camtrap.inference.network import (
     select_device,
     select_dtype,
 )
-from camtrap.motion.regions import Crop
 
 log = logging.getLogger(__name__)
+
+PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 class PendingBatch:
     """A batch on its way through the model; `result()` waits for it.
 
@@ -33,19 +36,28 @@ class PendingBatch:
     stage the next batch while this one runs. On a CPU the work is already done.
     """
 
-    def __init__(self, out: torch.Tensor, done: torch.cuda.Event | None = None) -> None:
-        self._out = out  # [n, out width] float32 on the host (pinned while being copied)
+    def __init__(self, out: torch.Tensor, top_k: int, done: torch.cuda.Event | None = None
+                 ) -> None:
+        self._out = out  # [n, k probs | k indices | embedding] float32 on the host
+        self._top_k = top_k
         self._done = done
 
-    def result(self) -> np.ndarray:
-        """[n, k probs | k indices | embedding] float32, owned by the caller."""
+    def result(self) -> TopK:
+        """The batch's arrays, owned by the caller (the pinned buffer is not reused)."""
         if self._done is not None:
             self._done.synchronize()
-        return self._out.numpy().copy()
+        out = self._out.numpy()
+        k = self._top_k
+        return TopK(
+            probs=out[:, :k].copy(),
+            indices=out[:, k : 2 * k].astype(np.int64),
+            embedding=out[:, 2 * k :].copy() if out.shape[1] > 2 * k else None,
+        )
 
 
-class Classifier:
-    """The model plus batched on-device preprocessing; thread-safe, one launch at a time."""
+class TorchBackend:
+    """The network in torch with batched on-device preprocessing; thread-safe, one launch at
+    a time. Exact against birder in fp32; bf16/fp16 by autocast where the config asks."""
 
     def __init__(self, cfg: ModelConfig, path: Path | None = None, *, max_batch: int = 64) -> None:
         apply_threads(cfg)
@@ -74,12 +86,15 @@ class Classifier:
         # one batch can be staged while the previous one is still being copied up.
         self._pinned: dict[int, list[tuple[torch.Tensor, torch.cuda.Event | None]]] = {}
         self._lock = threading.Lock()
+        self._closed = False
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._forward_impl
         if cfg.compile:
             self._forward = torch.compile(self._forward_impl, dynamic=False)
 
     @property
-    def embedding_size(self) -> int:
+    def embedding_size(self) -> int | None:
+        if not self.with_embedding:
+            return None
         return int(getattr(self.model.net, "embedding_size", 0))
 
     @property
@@ -87,92 +102,50 @@ class Classifier:
         return self.buckets[-1]
 
     @property
-    def asynchronous(self) -> bool:
-        """True where `submit` returns before the forward is done (CUDA)."""
-        return self._cuda
+    def max_in_flight(self) -> int:
+        """2 on CUDA, where `submit` returns before the forward is done: the next batch is
+        staged while the device runs this one. 1 on a CPU, where `submit` does the work."""
+        return 2 if self._cuda else 1
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """uint8 NHWC RGB -> (top-k probs float32 [N,k], indices int64 [N,k], emb [N,D]|None)."""
-        self._check(images)
-        step = self.max_batch
-        parts: list[np.ndarray] = []
-        previous: PendingBatch | None = None
-        for i in range(0, len(images), step):  # two chunks in flight: staging overlaps forward
-            pending = self.submit(images[i : i + step])
-            if previous is not None:
-                parts.append(previous.result())
-            previous = pending
-        if previous is not None:
-            parts.append(previous.result())
-        return self.split(np.concatenate(parts) if parts else np.zeros((0, self._out_width()),
-                                                                         np.float32))
+    @property
+    def precision(self) -> str:
+        return PRECISION_NAMES[self.dtype]
 
-    def split(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """A `PendingBatch.result()` -> (probs, indices, embedding), as `predict` returns."""
-        k = self.top_k
-        probs = np.ascontiguousarray(out[:, :k])
-        indices = out[:, k : 2 * k].astype(np.int64)
-        embedding = np.ascontiguousarray(out[:, 2 * k :]) if self.with_embedding else None
-        return probs, indices, embedding
+    def describe(self) -> str:
+        compiled = " compiled" if self.cfg.compile else ""
+        return f"torch {self.device} {self.precision} patch {self.model.patch_size}{compiled}"
 
     def submit(self, images: np.ndarray) -> PendingBatch:
         """Start one forward for up to `max_batch` uint8 NHWC images; see `PendingBatch`."""
-        self._check(images)
-        if len(images) > self.max_batch:
-            raise ValueError(f"{len(images)} images in one batch, max_batch is {self.max_batch}")
+        check_batch(images, self.input_size, self.max_batch)
         with self._lock, torch.inference_mode():
+            if self._closed:
+                raise RuntimeError(f"{self.describe()}: closed")
             x = self._upload(images)
             out = self._forward(x)[: len(images)]
             if not self._cuda:
-                return PendingBatch(out)
+                return PendingBatch(out, self.top_k)
             host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
             host.copy_(out, non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-            return PendingBatch(host, done)
-
-    def classify(self, crops: list[Crop]) -> list[Prediction]:
-        """One forward for all `crops`; predictions in the same order."""
-        if not crops:
-            return []
-        return self.predictions(crops, self.predict(np.stack([c.image for c in crops])))
-
-    def predictions(self, crops: list[Crop],
-                    predicted: tuple[np.ndarray, np.ndarray, np.ndarray | None]
-                    ) -> list[Prediction]:
-        """`predict`'s arrays for `crops` -> one Prediction per crop, labels attached."""
-        probs, indices, embedding = predicted
-        return [
-            Prediction(
-                crop=crop,
-                top_k=tuple(
-                    (self.labels[j], float(p)) for j, p in zip(indices[n], probs[n], strict=True)
-                ),
-                embedding=None if embedding is None else embedding[n],
-            )
-            for n, crop in enumerate(crops)
-        ]
+            return PendingBatch(host, self.top_k, done)
 
     def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> float:
-        """Run each batch size once so the first real crops don't pay for setup; seconds."""
+        """Run each batch size once (as the bucket it pads to) so the first real crops don't
+        pay for graph capture, cuDNN plans or compiling; seconds."""
         start = time.perf_counter()
-        sizes = {self._bucket(min(n, self.buckets[-1])) for n in batch_sizes if n > 0}
+        sizes = {self._bucket(min(n, self.max_batch)) for n in batch_sizes if n > 0}
         for n in sorted(sizes):
-            self.predict(np.zeros((n, self.input_size, self.input_size, 3), np.uint8))
+            self.submit(np.zeros((n, self.input_size, self.input_size, 3), np.uint8)).result()
         return time.perf_counter() - start
 
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._pinned.clear()
+
     # -- internals ---------------------------------------------------------------------
-
-    def _check(self, images: np.ndarray) -> None:
-        s = self.input_size
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (s, s, 3):
-            raise ValueError(
-                f"expected uint8 images of shape (N, {s}, {s}, 3), got {images.dtype} "
-                f"{images.shape}"
-            )
-
-    def _out_width(self) -> int:
-        return 2 * self.top_k + (self.embedding_size if self.with_embedding else 0)
 
     def _bucket(self, n: int) -> int:
         if not self.pad_batches:

@@ -13,26 +13,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from camtrap.config.models import BatchingConfig
-from camtrap.inference.backend import Prediction
+from camtrap.inference.backend import Backend, Pending, Prediction, to_predictions
 from camtrap.inference.queue import CropQueue
-from camtrap.inference.torch_backend import Classifier, PendingBatch
 from camtrap.logs import name_os_thread
 from camtrap.motion.regions import Crop
+from camtrap.status import InferenceSnapshot
 
 log = logging.getLogger(__name__)
+
+
 @dataclass
 class _Launched:
     crops: list[Crop]
-    pending: PendingBatch
+    pending: Pending
     started: float  # perf_counter
 
 
 class InferenceWorker(threading.Thread):
-    """The one thread that runs the model: queue -> batch -> classify -> sink.
+    """The one thread that runs the model: queue -> batch -> backend -> sink.
 
-    On CUDA the next batch is taken and staged while the device runs the current one (two in
-    flight at most); on a CPU each batch is finished before the next is taken. Errors in
-    classifying or in the sink are logged and counted; the thread keeps going.
+    Up to the backend's `max_in_flight` batches are submitted before the oldest one's result
+    is collected (results go to the sink in submission order): on CUDA the next batch is
+    staged while the device runs the current one; on a CPU each batch is finished before the
+    next is taken. Errors in classifying or in the sink are logged and counted; the thread
+    keeps going.
     `last_progress` moves on every loop turn, idle or busy, so a watchdog can tell a stuck
     forward from a quiet feeder.
     """
@@ -41,13 +45,13 @@ class InferenceWorker(threading.Thread):
 
     def __init__(
         self,
-        classifier: Classifier,
+        backend: Backend,
         queue: CropQueue,
         batching: BatchingConfig,
         sink: Callable[[list[Prediction]], None],
     ) -> None:
         super().__init__(name="inference", daemon=True)
-        self.classifier = classifier
+        self.backend = backend
         self.queue = queue
         self.batching = batching
         self.sink = sink
@@ -63,6 +67,7 @@ class InferenceWorker(threading.Thread):
         self._drain_deadline = math.inf
         self._stats_lock = threading.Lock()
         self._in_flight_ts: tuple[float, ...] = ()  # oldest frame time of each batch out
+        self._next: tuple[Backend, BatchingConfig] | None = None  # from `use`, taken per turn
 
     def pending_since(self) -> float | None:
         """Frame time of the oldest crop not yet handed to the sink (queued or in a batch)."""
@@ -70,38 +75,70 @@ class InferenceWorker(threading.Thread):
         times = [t for t in (queued, *self._in_flight_ts) if t is not None]
         return min(times) if times else None
 
+    def use(self, backend: Backend, batching: BatchingConfig) -> None:
+        """Run `backend` with `batching` from the next batch taken on (a reload), without
+        stopping the thread or the queue.
+
+        Batches already out finish on the backend that took them; a replaced backend is
+        closed after its last one, since nothing else knows when that is.
+        """
+        self._next = (backend, batching)
+
     def run(self) -> None:
         name_os_thread()
-        max_wait_s = self.batching.max_wait_ms / 1000.0
-        max_size = min(self.batching.max_size, self.classifier.max_batch)
-        out: _Launched | None = None
+        flight: deque[_Launched] = deque()
         while True:
             self.last_progress = time.monotonic()
             if self._stopping.is_set() and (
                 len(self.queue) == 0 or time.monotonic() >= self._drain_deadline
             ):
                 break
-            # With a batch on the device, take only what is queued now: its result is due.
-            wait, tick = (0.0, 0.0) if out else (max_wait_s, self.IDLE_TICK_S)
-            batch = self.queue.get_batch(max_size, wait, tick)
-            launched = self._launch(batch) if batch else None
-            if out is not None:
-                self._finish(out)
-            out = launched
-            if out is not None and not self.classifier.asynchronous:
-                self._finish(out)
-                out = None
-        if out is not None:
-            self._finish(out)
+            # With batches out, take only what is queued now: the oldest one's result is due.
+            max_wait_s = self.batching.max_wait_ms / 1000.0
+            wait, tick = (0.0, 0.0) if flight else (max_wait_s, self.IDLE_TICK_S)
+            batch = self.queue.get_batch(self._max_size(), wait, tick)
+            if self._next is not None:  # a reload: what is out finishes where it started
+                while flight:
+                    self._finish(flight.popleft())
+                self._switch()
+            launched = False
+            step = self._max_size()
+            for start in range(0, len(batch), step):  # one slice unless a reload shrank it
+                out = self._launch(batch[start : start + step])
+                if out is not None:
+                    flight.append(out)
+                    launched = True
+                while len(flight) >= max(1, self.backend.max_in_flight):
+                    self._finish(flight.popleft())
+            if flight and not launched:
+                self._finish(flight.popleft())
+        while flight:
+            self._finish(flight.popleft())
+        self._switch()
         left = len(self.queue)
         if left:
             log.warning("inference stopped with %d crops left unclassified", left)
+
+    def _max_size(self) -> int:
+        return min(self.batching.max_size, self.backend.max_batch)
+
+    def _switch(self) -> None:
+        change, self._next = self._next, None
+        if change is None:
+            return
+        old = self.backend
+        self.backend, self.batching = change
+        if self.backend is not old:
+            try:
+                old.close()
+            except Exception:
+                log.exception("closing the replaced backend %s failed", old.describe())
 
     def _launch(self, batch: list[Crop]) -> _Launched | None:
         self._in_flight_ts = (*self._in_flight_ts, min(c.ts for c in batch))
         start = time.perf_counter()
         try:
-            pending = self.classifier.submit(np.stack([c.image for c in batch]))
+            pending = self.backend.submit(np.stack([c.image for c in batch]))
         except Exception:
             self._in_flight_ts = self._in_flight_ts[:-1]
             self._failed(batch)
@@ -112,11 +149,11 @@ class InferenceWorker(threading.Thread):
         """Wait for the oldest batch out and hand its predictions to the sink."""
         try:
             try:
-                predicted = self.classifier.split(out.pending.result())
+                predictions = to_predictions(self.backend.labels, out.crops,
+                                             out.pending.result())
             except Exception:
                 self._failed(out.crops)
                 return
-            predictions = self.classifier.predictions(out.crops, predicted)
             self._record(len(out.crops), time.perf_counter() - out.started)
             try:
                 self.sink(predictions)
@@ -150,23 +187,25 @@ class InferenceWorker(threading.Thread):
         p50, p95 = np.percentile(recent, [50, 95])
         return float(p50), float(p95)
 
-    def stats(self) -> dict[str, object]:
-        """A consistent snapshot for logs, MQTT stats and health checks."""
+    def snapshot(self, stall_limit_s: float) -> InferenceSnapshot:
+        """A consistent view for health, metrics, MQTT stats and STATUS=."""
         p50, p95 = self.latency_percentiles()
+        idle = time.monotonic() - self.last_progress
         with self._stats_lock:
-            return {
-                "batches": self.batches,
-                "crops": self.crops_classified,
-                "errors": self.errors,
-                "failed_crops": self.failed_crops,
-                "batch_sizes": dict(sorted(self.batch_sizes.items())),
-                "last_latency_s": self.last_latency_s,
-                "latency_p50_s": p50,
-                "latency_p95_s": p95,
-                "queued": len(self.queue),
-                "drops": self.queue.drop_counts(),
-                "idle_s": time.monotonic() - self.last_progress,
-            }
+            return InferenceSnapshot(
+                backend=self.backend.describe(),
+                alive=self.is_alive() and idle < stall_limit_s,
+                idle_s=idle,
+                batches=self.batches,
+                crops=self.crops_classified,
+                errors=self.errors,
+                failed_crops=self.failed_crops,
+                queued=len(self.queue),
+                drops=self.queue.drop_counts(),
+                latency_p50_s=p50,
+                latency_p95_s=p95,
+                last_latency_s=self.last_latency_s,
+            )
 
     def stop(self, drain_timeout_s: float = 5.0) -> bool:
         """Close the queue, classify what is queued for up to `drain_timeout_s`, then stop.

@@ -16,8 +16,7 @@ import logging
 import re
 import shutil
 import threading
-import time as _time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -28,20 +27,18 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from camtrap.comms.payloads import Topics, to_json
+from camtrap.comms.payloads import Topics, digest_payload, stats_payload, to_json
 from camtrap.reports.build import DaySummary, load_summary, rollup_rows
 from camtrap.reports.files import summary_dates, write_summary
 from camtrap.reports.render import summary_table
-from camtrap.timeutil import day_bounds, resolve_tz
+from camtrap.schedule.active import ActiveState, active_state
+from camtrap.schedule.triggers import build_trigger, missing_summary_days, summary_date_for
+from camtrap.status import StatusSnapshot
+from camtrap.timeutil import day_bounds, resolve_tz, split_by_day
 
 if TYPE_CHECKING:
     from camtrap.config.models import Config, JobConfig
     from camtrap.storage.store import Store
-
-from camtrap.comms.payloads import digest_payload, stats_payload
-from camtrap.schedule.active import ActiveState, active_state
-from camtrap.schedule.triggers import build_trigger, missing_summary_days, summary_date_for
-from camtrap.timeutil import split_by_day
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +48,6 @@ SUMMARY_GRACE_S = 6 * 3600  # a nightly summary late by up to this much still ru
 RETENTION_GRACE_S = 6 * 3600
 UPTIME_EVERY_S = 60.0
 ACTIVE_CHECK_SECONDS = "0,30"  # active hours are re-evaluated twice a minute
-# --- the runner -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,7 @@ class JobRunner:
         cfg: Config,
         store: Store,
         publish: Publish | None = None,
-        stats: Callable[[], Mapping[str, Any]] | None = None,
+        stats: Callable[[], StatusSnapshot] | None = None,
         on_active: Callable[[str, ActiveState], None] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -102,7 +98,6 @@ class JobRunner:
         self._files = threading.Lock()  # summaries and retention: one at a time
         self._stopping = threading.Event()
         self._last_sample: datetime | None = None
-        self._started_mono = _time.monotonic()
 
     def now(self) -> datetime:
         return self.clock().astimezone(self.tz)
@@ -291,9 +286,7 @@ class JobRunner:
     def run_stats(self) -> dict[str, Any] | None:
         if self.stats is None:
             return None
-        body = stats_payload(
-            self.stats(), self.active, self.now(), _time.monotonic() - self._started_mono
-        )
+        body = stats_payload(self.stats(), self.now())
         self._publish(self.topics.stats, to_json(body), False)
         return body
 
@@ -308,14 +301,14 @@ class JobRunner:
         if last is None or now <= last:
             return
         span = min((now - last).total_seconds(), 3 * UPTIME_EVERY_S)
-        cams = self.stats().get("cameras") or {}
+        cams = self.stats().cameras
         for cam in self.cfg.cameras:
             if not cam.enabled:
                 continue
-            st = cams.get(cam.name) or {}
+            st = cams.get(cam.name)
             state = self.active.get(cam.name)
             paused = state is not None and not state.active
-            connected = bool(st.get("connected")) and not paused
+            connected = st is not None and st.connected and not paused
             for day, secs in split_by_day(now - timedelta(seconds=span), now, self.tz):
                 self.store.add_uptime(
                     day.isoformat(),

@@ -1,82 +1,47 @@
 """SQLite history and MQTT outbox: one file under the state directory, WAL, one writer.
 
-A visit event and its outbox message are written in one transaction, so an event is either
-both recorded and queued for MQTT, or neither. Best crops are JPEG files beside the database.
+A visit event and its outbox messages are written in one transaction, so an event is either
+both recorded and queued for MQTT, or neither. Best crops are JPEG files beside the database
+(crops.py); the schema, migrations and transactions are in db.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import tzinfo
 from pathlib import Path
+from typing import Any
 
+from camtrap.storage.crops import CropFiles
+from camtrap.storage.db import (
+    _MIGRATIONS,
+    DB_FILE,
+    SCHEMA_VERSION,
+    connect,
+    connect_readonly,
+    transaction,
+)
+from camtrap.timeutil import resolve_tz
 from camtrap.visits.tracker import VisitEvent
 
+__all__ = [
+    "SCHEMA_VERSION",
+    "_MIGRATIONS",
+    "OutboxMessage",
+    "RollupRow",
+    "Store",
+    "Uptime",
+    "VisitRow",
+]
+
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE visits (
-        visit_id   TEXT PRIMARY KEY,
-        camera     TEXT NOT NULL,
-        species    TEXT NOT NULL,
-        unknown    INTEGER NOT NULL,
-        start_ts   REAL NOT NULL,
-        last_ts    REAL NOT NULL,
-        end_ts     REAL,
-        best_score REAL NOT NULL,
-        hits       INTEGER NOT NULL,
-        top_k      TEXT NOT NULL,
-        box        TEXT NOT NULL,
-        crop_file  TEXT
-    );
-    CREATE INDEX visits_start ON visits (start_ts);
-    CREATE INDEX visits_camera_species ON visits (camera, species);
-    CREATE TABLE outbox (
-        id      INTEGER PRIMARY KEY AUTOINCREMENT,
-        topic   TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        qos     INTEGER NOT NULL,
-        retain  INTEGER NOT NULL,
-        created REAL NOT NULL
-    );
-    """,
-    # Daily per camera+species rollups outlive deleted visits (retention), so "first ever"
-    # and "first this year" stay right; camera_uptime feeds the nightly summary.
-    2: """
-    CREATE TABLE daily_rollups (
-        day        TEXT NOT NULL,
-        camera     TEXT NOT NULL,
-        species    TEXT NOT NULL,
-        unknown    INTEGER NOT NULL,
-        visits     INTEGER NOT NULL,
-        hits       INTEGER NOT NULL,
-        best_score REAL NOT NULL,
-        first_ts   REAL NOT NULL,
-        last_ts    REAL NOT NULL,
-        PRIMARY KEY (day, camera, species)
-    );
-    CREATE INDEX daily_rollups_species ON daily_rollups (species, first_ts);
-    CREATE INDEX visits_species_start ON visits (species, start_ts);
-    CREATE TABLE camera_uptime (
-        day            TEXT NOT NULL,
-        camera         TEXT NOT NULL,
-        seconds_up     REAL NOT NULL DEFAULT 0,
-        seconds_total  REAL NOT NULL DEFAULT 0,
-        seconds_paused REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (day, camera)
-    );
-    """,
-}
 
 
 @dataclass(frozen=True)
@@ -129,87 +94,126 @@ class VisitRow:
     crop_file: str | None
 
 
+_VISIT_COLUMNS = (
+    "visit_id, camera, species, unknown, start_ts, last_ts, end_ts, best_score, hits, top_k,"
+    " crop_file"
+)
+_ROLLUP_COLUMNS = "day, camera, species, unknown, visits, hits, best_score, first_ts, last_ts"
+
+
+def _visit_row(r: sqlite3.Row) -> VisitRow:
+    return VisitRow(
+        visit_id=r["visit_id"],
+        camera=r["camera"],
+        species=r["species"],
+        unknown=bool(r["unknown"]),
+        start_ts=r["start_ts"],
+        last_ts=r["last_ts"],
+        end_ts=r["end_ts"],
+        best_score=r["best_score"],
+        hits=r["hits"],
+        top_k=[tuple(x) for x in json.loads(r["top_k"])],
+        crop_file=r["crop_file"],
+    )
+
+
+def _rollup_row(r: sqlite3.Row) -> RollupRow:
+    return RollupRow(
+        day=r["day"],
+        camera=r["camera"],
+        species=r["species"],
+        unknown=bool(r["unknown"]),
+        visits=r["visits"],
+        hits=r["hits"],
+        best_score=r["best_score"],
+        first_ts=r["first_ts"],
+        last_ts=r["last_ts"],
+    )
+
+
 class Store:
-    def __init__(self, state_dir: Path, outbox_max: int = 10_000, save_crops: bool = True) -> None:
+    """`tz` names the crop day folders (the configured `schedule.timezone`, which retention
+    reads them in); None: the system's zone, as `resolve_tz(None)` gives the scheduler."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        outbox_max: int = 10_000,
+        save_crops: bool = True,
+        *,
+        tz: tzinfo | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
-        self.crops_dir = self.state_dir / "crops"
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.state_dir / "camtrap.sqlite3"
+        self.path = self.state_dir / DB_FILE
+        self.tz = tz if tz is not None else resolve_tz(None)
+        self._crops = CropFiles(self.state_dir, self.tz)
+        self.crops_dir = self._crops.root
         self.outbox_max = outbox_max
         self.save_crops = save_crops
         self.outbox_dropped = 0
+        self._outbox_full_since: int | None = None  # outbox_dropped when the overflow began
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise OSError(f"{self.path}: cannot open the database: {exc}") from None
+        self._db = connect(self.path)
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"schema version {version} is newer than this camtrap ({SCHEMA_VERSION})"
-            )
-        for v in range(version + 1, SCHEMA_VERSION + 1):
-            with self._lock:  # executescript commits on its own: the script is the transaction
-                self._db.executescript(
-                    f"BEGIN IMMEDIATE; {_MIGRATIONS[v]}; PRAGMA user_version = {v}; COMMIT;"
-                )
-            log.info("migrated %s to schema %d", self.path, v)
+    @staticmethod
+    def open_readonly(state_dir: Path) -> sqlite3.Connection:
+        """A read-only connection of the caller's own to the database in `state_dir`
+        (rows by name), for readers that must never slow the daemon's writes."""
+        return connect_readonly(Path(state_dir) / DB_FILE)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    @property
+    def crop_write_failures(self) -> int:
+        """Best crops that could not be written since this Store was opened."""
+        return self._crops.write_failures
+
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
+
+    def _value(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """The one value of a query that selects one, named `value`."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            return self._db.execute(sql, args).fetchone()["value"]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def crop_path(self, event: VisitEvent) -> Path:
-        day = datetime.fromtimestamp(event.start_ts).strftime("%Y-%m-%d")
-        return self.crops_dir / day / f"{event.camera}-{event.visit_id}.jpg"
+        return self._crops.path(event)
 
     def record(self, event: VisitEvent, messages: list[tuple[str, bytes, int, bool]]) -> None:
-        """Upsert the visit and queue its MQTT messages, atomically."""
+        """Upsert the visit and queue its MQTT messages, atomically. The crop is best
+        effort: when it cannot be written the visit keeps its previous crop, if any."""
         crop_file: str | None = None
         if self.save_crops and event.crop_jpeg:
-            path = self.crop_path(event)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(event.crop_jpeg)
-            tmp.replace(path)
-            crop_file = str(path.relative_to(self.state_dir))
+            # File before row: a crash in between leaves an orphan file (the crop sweep
+            # removes it), never a row naming a missing file.
+            crop_file = self._crops.save(event)
         now = time.time()
         with self._tx() as db:
             db.execute(
-                """INSERT INTO visits VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+                f"""INSERT INTO visits ({_VISIT_COLUMNS}, box)
+                VALUES (:visit_id, :camera, :species, :unknown, :start_ts, :last_ts, :end_ts,
+                  :best_score, :hits, :top_k, :crop_file, :box)
                 ON CONFLICT (visit_id) DO UPDATE SET last_ts=excluded.last_ts,
                   end_ts=excluded.end_ts, best_score=excluded.best_score, hits=excluded.hits,
-                  top_k=excluded.top_k, box=excluded.box, crop_file=excluded.crop_file""",
-                (
-                    event.visit_id,
-                    event.camera,
-                    event.species,
-                    int(event.unknown),
-                    event.start_ts,
-                    event.last_ts,
-                    event.end_ts,
-                    event.score,
-                    event.hits,
-                    json.dumps(event.top_k),
-                    json.dumps(event.box),
-                    crop_file,
-                ),
+                  top_k=excluded.top_k, box=excluded.box,
+                  crop_file=COALESCE(excluded.crop_file, crop_file)""",
+                {
+                    "visit_id": event.visit_id,
+                    "camera": event.camera,
+                    "species": event.species,
+                    "unknown": int(event.unknown),
+                    "start_ts": event.start_ts,
+                    "last_ts": event.last_ts,
+                    "end_ts": event.end_ts,
+                    "best_score": event.score,
+                    "hits": event.hits,
+                    "top_k": json.dumps(event.top_k),
+                    "crop_file": crop_file,
+                    "box": json.dumps(event.box),
+                },
             )
             db.executemany(
                 "INSERT INTO outbox (topic, payload, qos, retain, created) VALUES (?,?,?,?,?)",
@@ -218,15 +222,42 @@ class Store:
             self._bound_outbox(db)
 
     def _bound_outbox(self, db: sqlite3.Connection) -> None:
-        (count,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        """Drop the oldest messages past `outbox_max`, counting them. While the broker is
+        away every event overflows: that is logged when it begins, not at every event."""
+        count = db.execute("SELECT COUNT(*) AS n FROM outbox").fetchone()["n"]
         excess = count - self.outbox_max
-        if excess > 0:
-            db.execute(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
-                (excess,),
+        if excess <= 0:
+            return
+        db.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
+            (excess,),
+        )
+        if self._outbox_full_since is None:
+            self._outbox_full_since = self.outbox_dropped
+            log.error(
+                "outbox full (%d messages): dropping the oldest while it stays full"
+                " (counted as outbox_dropped)",
+                self.outbox_max,
             )
-            self.outbox_dropped += excess
-            log.error("outbox full (%d messages): dropped the %d oldest", self.outbox_max, excess)
+        self.outbox_dropped += excess
+
+    def _outbox_low_water(self) -> int:
+        """Below its bound "again" means a tenth of it free, so an outbox that drains
+        about as fast as it fills does not make the log flap."""
+        return self.outbox_max * 9 // 10
+
+    def _check_outbox_drained(self, db: sqlite3.Connection) -> None:
+        if self._outbox_full_since is None:
+            return
+        count = db.execute("SELECT COUNT(*) AS n FROM outbox").fetchone()["n"]
+        if count <= self._outbox_low_water():
+            log.info(
+                "outbox below its bound again (%d of %d messages); %d dropped while full",
+                count,
+                self.outbox_max,
+                self.outbox_dropped - self._outbox_full_since,
+            )
+            self._outbox_full_since = None
 
     def pending(self, after_id: int, limit: int) -> list[OutboxMessage]:
         with self._lock:
@@ -235,122 +266,101 @@ class Store:
                 " WHERE id > ? ORDER BY id LIMIT ?",
                 (after_id, limit),
             ).fetchall()
-        return [OutboxMessage(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in rows]
+        return [
+            OutboxMessage(r["id"], r["topic"], bytes(r["payload"]), r["qos"], bool(r["retain"]))
+            for r in rows
+        ]
 
     def ack(self, message_id: int) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+            self._check_outbox_drained(db)
 
     def outbox_len(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return self._value("SELECT COUNT(*) AS value FROM outbox")
 
     def visits_between(
         self, start_ts: float, end_ts: float, camera: str | None = None
     ) -> list[VisitRow]:
-        sql = "SELECT * FROM visits WHERE start_ts >= ? AND start_ts < ?"
+        sql = f"SELECT {_VISIT_COLUMNS} FROM visits WHERE start_ts >= ? AND start_ts < ?"
         args: list[object] = [start_ts, end_ts]
         if camera is not None:
             sql += " AND camera = ?"
             args.append(camera)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY start_ts", args).fetchall()
-        return [
-            VisitRow(
-                visit_id=r[0],
-                camera=r[1],
-                species=r[2],
-                unknown=bool(r[3]),
-                start_ts=r[4],
-                last_ts=r[5],
-                end_ts=r[6],
-                best_score=r[7],
-                hits=r[8],
-                top_k=[tuple(x) for x in json.loads(r[9])],
-                crop_file=r[11],
-            )
-            for r in rows
-        ]
+        return [_visit_row(r) for r in rows]
 
     def count_visits(self, camera: str, since_ts: float) -> int:
-        with self._lock:
-            return self._db.execute(
-                "SELECT COUNT(*) FROM visits WHERE camera = ? AND start_ts >= ?", (camera, since_ts)
-            ).fetchone()[0]
+        return self._value(
+            "SELECT COUNT(*) AS value FROM visits WHERE camera = ? AND start_ts >= ?",
+            (camera, since_ts),
+        )
 
     # --- summaries, rollups, uptime and retention (scheduler.py, summary.py) -------------
 
     def visit_count_between(self, start_ts: float, end_ts: float) -> int:
-        with self._lock:
-            return self._db.execute(
-                "SELECT COUNT(*) FROM visits WHERE start_ts >= ? AND start_ts < ?",
-                (start_ts, end_ts),
-            ).fetchone()[0]
+        return self._value(
+            "SELECT COUNT(*) AS value FROM visits WHERE start_ts >= ? AND start_ts < ?",
+            (start_ts, end_ts),
+        )
 
     def counts_between(self, start_ts: float, end_ts: float) -> list[tuple[str, str, int]]:
         """(camera, species, visits) that started in [start_ts, end_ts): the digest."""
         with self._lock:
-            return self._db.execute(
-                "SELECT camera, species, COUNT(*) FROM visits"
+            rows = self._db.execute(
+                "SELECT camera, species, COUNT(*) AS visits FROM visits"
                 " WHERE start_ts >= ? AND start_ts < ?"
                 " GROUP BY camera, species ORDER BY camera, species",
                 (start_ts, end_ts),
             ).fetchall()
+        return [(r["camera"], r["species"], r["visits"]) for r in rows]
 
     def last_seen_before(self, species: str, before_ts: float) -> float | None:
         """Start of the latest sighting of a (named, not unknown-tier) species before
         `before_ts`, from visits and from rollups of deleted visits; None: never seen."""
         with self._lock:
             a = self._db.execute(
-                "SELECT MAX(start_ts) FROM visits WHERE species = ? AND start_ts < ?"
+                "SELECT MAX(start_ts) AS value FROM visits WHERE species = ? AND start_ts < ?"
                 " AND unknown = 0",
                 (species, before_ts),
-            ).fetchone()[0]
+            ).fetchone()["value"]
             b = self._db.execute(
-                "SELECT MAX(first_ts) FROM daily_rollups WHERE species = ? AND first_ts < ?"
-                " AND unknown = 0",
+                "SELECT MAX(first_ts) AS value FROM daily_rollups"
+                " WHERE species = ? AND first_ts < ? AND unknown = 0",
                 (species, before_ts),
-            ).fetchone()[0]
+            ).fetchone()["value"]
         seen = [t for t in (a, b) if t is not None]
         return max(seen) if seen else None
 
     def oldest_visit_ts(self) -> float | None:
-        with self._lock:
-            return self._db.execute("SELECT MIN(start_ts) FROM visits").fetchone()[0]
+        return self._value("SELECT MIN(start_ts) AS value FROM visits")
 
     def replace_rollups(self, day: str, rows: list[RollupRow]) -> None:
         """The day's rollups become `rows` (a day is always rolled up whole)."""
         with self._tx() as db:
             db.execute("DELETE FROM daily_rollups WHERE day = ?", (day,))
             db.executemany(
-                "INSERT INTO daily_rollups VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        r.day,
-                        r.camera,
-                        r.species,
-                        int(r.unknown),
-                        r.visits,
-                        r.hits,
-                        r.best_score,
-                        r.first_ts,
-                        r.last_ts,
-                    )
-                    for r in rows
-                ],
+                f"INSERT INTO daily_rollups ({_ROLLUP_COLUMNS}) VALUES (:day, :camera, :species,"
+                " :unknown, :visits, :hits, :best_score, :first_ts, :last_ts)",
+                [{**asdict(r), "unknown": int(r.unknown)} for r in rows],
             )
 
     def rollups(self, day: str) -> list[RollupRow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM daily_rollups WHERE day = ? ORDER BY camera, species", (day,)
+                f"SELECT {_ROLLUP_COLUMNS} FROM daily_rollups WHERE day = ?"
+                " ORDER BY camera, species",
+                (day,),
             ).fetchall()
-        return [RollupRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows]
+        return [_rollup_row(r) for r in rows]
 
     def add_uptime(self, day: str, camera: str, up: float, total: float, paused: float) -> None:
         with self._tx() as db:
             db.execute(
-                """INSERT INTO camera_uptime VALUES (?,?,?,?,?)
+                """INSERT INTO camera_uptime
+                  (day, camera, seconds_up, seconds_total, seconds_paused)
+                VALUES (?,?,?,?,?)
                 ON CONFLICT (day, camera) DO UPDATE SET
                   seconds_up = seconds_up + excluded.seconds_up,
                   seconds_total = seconds_total + excluded.seconds_total,
@@ -365,51 +375,35 @@ class Store:
                 " WHERE day = ? ORDER BY camera",
                 (day,),
             ).fetchall()
-        return {c: Uptime(up, total, paused) for c, up, total, paused in rows}
+        return {
+            r["camera"]: Uptime(r["seconds_up"], r["seconds_total"], r["seconds_paused"])
+            for r in rows
+        }
 
-    def _unlink_crops(self, files: list[str]) -> int:
-        removed = 0
-        for rel in files:
-            path = self.state_dir / rel
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("retention: cannot delete %s: %s", path, exc)
-        return removed
+    def _crop_files_before(self, db: sqlite3.Connection, ts: float) -> list[str]:
+        rows = db.execute(
+            "SELECT crop_file FROM visits WHERE start_ts < ? AND crop_file IS NOT NULL", (ts,)
+        )
+        return [r["crop_file"] for r in rows]
 
     def delete_visits_before(self, ts: float) -> tuple[int, int]:
         """Delete visits that started before `ts` and their crop files; returns (visits,
         crop files). Rows go first: a crash in between leaves orphan files, which the crop
         sweep removes, never rows that point at missing files."""
         with self._tx() as db:
-            files = [
-                f
-                for (f,) in db.execute(
-                    "SELECT crop_file FROM visits WHERE start_ts < ? AND crop_file IS NOT NULL",
-                    (ts,),
-                )
-            ]
+            files = self._crop_files_before(db, ts)
             n = db.execute("DELETE FROM visits WHERE start_ts < ?", (ts,)).rowcount
-        return n, self._unlink_crops(files)
+        return n, self._crops.unlink(files)
 
     def delete_crops_before(self, ts: float) -> int:
         """Delete the crop files of visits that started before `ts`; the visits stay."""
         with self._tx() as db:
-            files = [
-                f
-                for (f,) in db.execute(
-                    "SELECT crop_file FROM visits WHERE start_ts < ? AND crop_file IS NOT NULL",
-                    (ts,),
-                )
-            ]
+            files = self._crop_files_before(db, ts)
             db.execute(
                 "UPDATE visits SET crop_file = NULL WHERE start_ts < ? AND crop_file IS NOT NULL",
                 (ts,),
             )
-        return self._unlink_crops(files)
+        return self._crops.unlink(files)
 
     def delete_uptime_before(self, day: str) -> int:
         with self._tx() as db:

@@ -6,15 +6,16 @@
 In one process, on the same images and the same weights:
   reference   birder.classification_transform + birder.inference.classification.infer_image,
               one PIL image at a time, fp32 (what the model card shows)
-  ours b1     Classifier.predict on one crop
-  ours bN     Classifier.predict on --batch crops
+  ours b1     the torch backend (TorchBackend) on one crop
+  ours bN     the torch backend on --batch crops
   ours 4 cams four camera threads feeding CropQueue -> InferenceWorker at 1.25x capacity
               (the daemon's real path, drops and all); latency is put -> sink per crop
 On a GPU it also measures the raw forward ceiling (bf16, batch 256, a pre-normalised
 tensor already on the device) and our fraction of it.
 
-Without --checkpoint it builds a FULL-size random-init flexivit_reg1_s16_rms_ls (550 classes)
-in a temp dir: the real weights need a download, and speed does not depend on the values.
+Without --checkpoint it builds a FULL-size random-init flexivit_reg1_s16_rms_ls (12 layers,
+550 classes) in a temp dir with `camtrap.tools.checkpoints.build_checkpoint`, the tests'
+builder: the real weights need a download, and speed does not depend on the values.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-NETWORK = "flexivit_reg1_s16_rms_ls"
+from camtrap.tools.checkpoints import FULL_CLASSES, FULL_LAYERS, NETWORK, build_checkpoint
+
 MODEL_NAME = "flexivit_reg1_s16_rms_ls_dino-v2-il-all"
 CAMERAS = 4
 
@@ -55,32 +57,6 @@ class Result:
 
 
 # --------------------------------------------------------------------------- setup
-
-
-def build_full_checkpoint(path: Path, num_classes: int = 550, size: int = 240) -> Path:
-    """A full-size random-init FlexiViT S/16 in birder's .pt format (same speed as real)."""
-    import torch
-    from birder.model_registry import registry
-    from birder.version import __version__
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = registry.net_factory(NETWORK, num_classes, 3, size=(size, size))
-    torch.save(
-        {
-            "state": net.state_dict(),
-            "birder_version": __version__,
-            "task": net.task,
-            "signature": {
-                "inputs": [{"data_shape": [0, 3, size, size]}],
-                "outputs": [{"data_shape": [0, num_classes]}],
-            },
-            "class_to_idx": {f"species {i:03d}": i for i in range(num_classes)},
-            "rgb_stats": {"mean": (0.5191, 0.5306, 0.4877), "std": (0.2316, 0.2304, 0.2588)},
-        },
-        path,
-    )
-    return path
 
 
 def bench_images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -193,14 +169,16 @@ def reference_runner(ckpt: Path, device: Any, patch: int, images: np.ndarray,
 
 
 def ours_runner(clf: Any, batch: int, images: np.ndarray, sync: Callable[[], None]) -> Runner:
-    """Classifier.predict on `batch` crops; a crop's latency is its whole batch's time."""
+    """One batch of `batch` crops at a time; a crop's latency is its whole batch's time."""
+    from camtrap.inference.backend import predict
+
     clf.warm_up([batch])
-    clf.predict(images[:batch])
+    predict(clf, images[:batch])
     offset = iter(range(1 << 62))
 
     def call() -> int:
         start = (next(offset) * batch) % (len(images) - batch + 1)
-        clf.predict(images[start:start + batch])
+        predict(clf, images[start:start + batch])
         return batch
 
     return lambda seconds: timed_loop(call, seconds, sync)
@@ -447,7 +425,8 @@ def run_bench(argv: list[str]) -> int:
     results: list[Result] = []
     capacity: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="camtrap-bench-") as tmp:
-        ckpt = args.checkpoint or build_full_checkpoint(Path(tmp) / f"{MODEL_NAME}.pt")
+        ckpt = args.checkpoint or build_checkpoint(
+            Path(tmp) / f"{MODEL_NAME}.pt", FULL_CLASSES, num_layers=FULL_LAYERS)
         for patch in patches:
             cfgs = [base.model_copy(update={"path": ckpt, "patch_size": patch, "precision": p,
                                             "compile": args.compile}) for p in precisions]
@@ -466,10 +445,11 @@ def run_bench(argv: list[str]) -> int:
 def capacity_search(args: argparse.Namespace, cfg: Any, images: np.ndarray) -> dict[str, Any]:
     """find_cameras for one patch size and precision, with the daemon's batching path."""
     from camtrap.config.models import BatchingConfig
-    from camtrap.inference.torch_backend import Classifier
+    from camtrap.inference.backend import bucket_sizes
+    from camtrap.inference.torch_backend import TorchBackend
 
-    clf = Classifier(cfg, max_batch=args.batch)
-    clf.warm_up(clf.buckets)
+    clf = TorchBackend(cfg, max_batch=args.batch)
+    clf.warm_up(bucket_sizes(clf.max_batch))
     batching = BatchingConfig(max_size=args.batch, max_wait_ms=30,
                               queue_size=max(64, 4 * args.batch))
     precision = str(clf.dtype).removeprefix("torch.")
@@ -501,14 +481,14 @@ def report_capacity(capacity: list[dict[str, Any]], device: str,
 def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, cfgs: list[Any],
                 images: np.ndarray, sync: Callable[[], None]) -> list[Result]:
     """Reference and ours at one patch size, every precision; ratios to the reference."""
-    from camtrap.inference.torch_backend import Classifier
+    from camtrap.inference.torch_backend import TorchBackend
 
-    classifiers = [Classifier(cfg, max_batch=args.batch) for cfg in cfgs]
+    classifiers = [TorchBackend(cfg, max_batch=args.batch) for cfg in cfgs]
     names = [str(clf.dtype).removeprefix("torch.") for clf in classifiers]
     runners = [reference_runner(ckpt, device, patch, images, sync)]
     for clf in classifiers:
         runners += [ours_runner(clf, 1, images, sync), ours_runner(clf, args.batch, images, sync)]
-        if clf.asynchronous:
+        if clf.max_in_flight > 1:
             runners.append(overlapped_runner(clf, args.batch, images))
     measured = iter(interleave(runners, args.seconds, args.rounds))
     ref = make_result("reference (birder, 1 PIL image)", patch, "fp32", 1, *next(measured))
@@ -517,7 +497,7 @@ def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, c
         b1 = make_result("ours batch 1", patch, name, 1, *next(measured))
         bn = make_result(f"ours batch {args.batch}", patch, name, args.batch, *next(measured))
         ours = [bn]
-        if clf.asynchronous:
+        if clf.max_in_flight > 1:
             ours.append(make_result(f"ours batch {args.batch}, 2 in flight", patch, name,
                                     args.batch, *next(measured)))
         cams = run_cameras(clf, args.batch, images, 2 * args.seconds, bn.images_per_s, name)

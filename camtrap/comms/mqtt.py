@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -23,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from camtrap.comms.payloads import Topics
-from camtrap.config.models import MqttConfig
+from camtrap.config.models import MqttConfig, TlsConfig
 from camtrap.logs import name_os_thread
 from camtrap.storage.store import Store
 
@@ -34,6 +35,18 @@ MAX_HANDED = 100  # outbox rows handed to paho and not yet acknowledged
 
 def client_id(cfg: MqttConfig) -> str:
     return cfg.client_id or f"camtrap-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+def _check_tls_files(tls: TlsConfig) -> None:
+    """paho's own error names no file; this one names the field and the path."""
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, name)
+        if path is None:
+            continue
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise OSError(f"mqtt.tls.{name}: cannot read {path}: {exc.strerror}") from None
 
 
 class MqttPublisher:
@@ -67,6 +80,7 @@ class MqttPublisher:
             c.username_pw_set(self.cfg.username, pw)
         tls = self.cfg.tls
         if tls.enabled:
+            _check_tls_files(tls)
             c.tls_set(
                 ca_certs=str(tls.ca_file) if tls.ca_file else None,
                 certfile=str(tls.cert_file) if tls.cert_file else None,

@@ -124,9 +124,8 @@ class Reloader:
         return self._thread is not None
 
     def request(self, work: Callable[[Path], Prepared]) -> None:
-        if self._thread is not None:
-            log.info("reload: one is already being prepared; this request joins it")
-            return
+        """Start preparing; the caller waits until the previous one is collected."""
+        assert self._thread is None, "a reload is already being prepared"
         if self.path is None:
             log.error("reload: the daemon was not started from a file; nothing to read")
             return

@@ -222,14 +222,14 @@ class Service:
                 log.exception("main loop: unexpected error; carrying on")
 
     def _turn(self, heartbeat: Heartbeat) -> None:
-        if self.reload_requested.is_set():
-            self.reload_requested.clear()
-            self._request_reload()
         finished, prepared = self.reloader.poll()
         if finished:
             if prepared is not None:
                 self.apply(prepared)
             sd_notify("READY=1")
+        if self.reload_requested.is_set() and not self.reloader.busy:
+            self.reload_requested.clear()  # a SIGHUP during a reload reads the file again
+            self._request_reload()
         self._end_quiet_visits(time.time())
         now = time.monotonic()
         self._publish_camera_states(now)
@@ -249,20 +249,6 @@ class Service:
             return {}
         pub, disc = self._build_publisher(new)
         return {"publisher": pub, "discovery": disc}
-
-    def reload(self, timeout_s: float = 600.0) -> bool:
-        """Reload now and wait for it (for callers without a main loop)."""
-        self._request_reload()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            finished, prepared = self.reloader.poll()
-            if finished:
-                if prepared is not None:
-                    self.apply(prepared)
-                sd_notify("READY=1")
-                return prepared is not None
-            time.sleep(0.05)
-        return False
 
     def apply(self, p: Prepared) -> None:
         """Swap in what the reload prepared. Nothing here reads input or can fail on it."""

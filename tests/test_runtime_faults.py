@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.daemon import Daemon, daemon_config
+from tests.disks import fill, small_tmpfs
 from tests.servers import Mosquitto, MqttRecorder, RtspServer, free_port
 from tests.test_service import NotifySocket
 from tests.waiting import wait_until
@@ -33,33 +34,11 @@ def healthz(port: int) -> dict:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
+    with small_tmpfs(tmp_path / "disk", "4m") as disk:
+        yield disk
 
 
 def visit_rows(db: Path) -> int:
-    import sqlite3
-
     con = sqlite3.connect(db)
     try:
         return con.execute("SELECT COUNT(*) FROM visits").fetchone()[0]

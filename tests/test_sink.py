@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,6 +16,7 @@ from camtrap.config.models import MqttConfig
 from camtrap.sink import EventSink
 from camtrap.storage.store import Store
 from camtrap.visits.tracker import VisitEvent
+from tests.disks import fill, small_tmpfs
 from tests.servers import Mosquitto, MqttRecorder
 from tests.waiting import wait_until
 
@@ -99,29 +99,8 @@ def test_a_slow_store_never_blocks_the_caller(
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs: a real disk that fills up."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        yield disk
 
 
 def test_full_disk_holds_events_publishes_them_live_and_stores_them_later(

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import pytest
 
 from camtrap.storage.store import RollupRow, Store, Uptime, VisitRow
 from camtrap.visits.tracker import VisitEvent
+from tests.disks import fill, small_tmpfs
 from tests.seed import crop_jpeg
 
 START = datetime(2026, 5, 14, 11, 0, tzinfo=UTC).timestamp()
@@ -211,37 +211,8 @@ def test_a_failed_crop_write_keeps_the_visit_and_logs_once(
 @pytest.fixture
 def tiny_crops_fs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs mounted where the store keeps its crops, so disk full is real."""
-    crops = tmp_path / "state" / "crops"
-    crops.mkdir(parents=True)
-    try:
-        res = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(crops)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError:
-        pytest.skip("no mount command here: cannot make a small full filesystem")
-    if res.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {res.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "state" / "crops", "64k") as crops:
         yield crops
-    finally:
-        subprocess.run(["umount", str(crops)], check=True)
-
-
-def fill(folder: Path) -> Path:
-    """Write to `folder` until its filesystem is full; the file that filled it."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_a_full_disk_keeps_the_previous_crop_and_leaves_no_temp_files(

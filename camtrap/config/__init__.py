@@ -1,0 +1,1 @@
+"""The config file: its schema (pydantic, strict), the loader, crontab strings."""

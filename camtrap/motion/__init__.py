@@ -1,0 +1,1 @@
+"""Pure per-frame logic: motion boxes, square regions and the crops cut from them."""

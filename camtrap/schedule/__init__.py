@@ -1,0 +1,1 @@
+"""Scheduled jobs: digest, nightly summary, retention, stats, uptime sampling and active hours."""

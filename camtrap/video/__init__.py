@@ -1,0 +1,1 @@
+"""Frames from cameras: stream readers with timeouts and reconnects, and their status."""

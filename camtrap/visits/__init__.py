@@ -1,0 +1,1 @@
+"""Predictions to bird visits: pure rules, no threads and no I/O."""

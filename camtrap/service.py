@@ -111,19 +111,19 @@ class Service:
 
     # --- MQTT and Home Assistant ----------------------------------------------------------
 
-    def _build_publisher(self, cfg: Config) -> tuple[MqttPublisher | None, Discovery | None]:
+    def _build_publisher(self, cfg: Config, topics: Topics
+                         ) -> tuple[MqttPublisher | None, Discovery | None]:
         """Both built, not started: building checks TLS files and the like."""
-        disc = Discovery(cfg, cfg.storage.state_dir) if cfg.homeassistant.enabled else None
+        disc = Discovery(cfg, cfg.storage.state_dir, topics) if cfg.homeassistant.enabled else None
         if not cfg.mqtt.enabled:
             return None, disc
-        pub = MqttPublisher(cfg.mqtt, self.store)
+        pub = MqttPublisher(cfg.mqtt, self.store, topics)
         if disc is not None:
             pub.on_connect(self._announce)
             pub.subscribe(f"{cfg.homeassistant.discovery_prefix}/status", self._on_ha_status)
         return pub, disc
 
     def _use_publisher(self, pub: MqttPublisher | None, disc: Discovery | None) -> None:
-        self.topics = Topics(self.cfg.mqtt.prefix)
         self.publisher, self.discovery = pub, disc
         self.sink.use(pub, self.topics)
         self._published_state.clear()
@@ -169,7 +169,7 @@ class Service:
 
     def _start_jobs(self) -> None:
         self._active.clear()
-        self.jobs = JobRunner(self.cfg, self.store, publish=self._publish_scheduled,
+        self.jobs = JobRunner(self.cfg, self.store, self.topics, publish=self._publish_scheduled,
                               stats=self.snapshot, on_active=self._on_active_hours)
         self.jobs.start()
 
@@ -192,7 +192,7 @@ class Service:
     def start(self) -> None:
         """Everything that reads input (TLS files, the state folder, the port) is checked
         here, before READY: a problem is bad input and ends the start."""
-        pub, disc = self._build_publisher(self.cfg)
+        pub, disc = self._build_publisher(self.cfg, self.topics)
         if self.cfg.health.enabled:
             self.health = HealthServer(self.snapshot, self.metrics, self.cfg.health.host,
                                        self.cfg.health.port)
@@ -247,8 +247,9 @@ class Service:
     def _build_parts(self, new: Config, changes: Changes) -> dict[str, Any]:
         if not changes.publisher:
             return {}
-        pub, disc = self._build_publisher(new)
-        return {"publisher": pub, "discovery": disc}
+        topics = Topics(new.mqtt.prefix)
+        pub, disc = self._build_publisher(new, topics)
+        return {"topics": topics, "publisher": pub, "discovery": disc}
 
     def apply(self, p: Prepared) -> None:
         """Swap in what the reload prepared. Nothing here reads input or can fail on it."""
@@ -256,6 +257,7 @@ class Service:
         for section in ch.kept:
             log.warning("reload: %s changed; restart the service to apply it", section)
         self.cfg = new
+        self.topics = p.extra.get("topics", self.topics)
         if ch.logging:
             setup_logging(new.logging)
         if p.backend is not None or ch.batching:
@@ -276,7 +278,7 @@ class Service:
                 self.publisher.stop(flush_timeout_s=1.0)
             self._use_publisher(p.extra["publisher"], p.extra["discovery"])
         elif ch.announce and self.discovery is not None:
-            self.discovery = Discovery(new, new.storage.state_dir)
+            self.discovery = Discovery(new, new.storage.state_dir, self.topics)
             self._announce()  # new cameras' entities appear, removed ones' are cleared
         log.info("reloaded %s%s", self.reloader.path, "" if ch.anything or ch.kept
                  else " (nothing changed)")

@@ -83,7 +83,7 @@ class EventSink(threading.Thread):
         self.publish_crops = publish_crops
         self.clock = clock
         self.publisher: Publisher | None = None
-        self.topics = Topics("camtrap")
+        self.topics: Topics | None = None  # with the publisher
         self.camera_state: dict[str, CameraState] = {}
         self.event_counts: Counter[str] = Counter()
         self.dropped = 0
@@ -117,7 +117,7 @@ class EventSink(threading.Thread):
                     self.dropped += len(lost)
                 log.error("sink queue full: dropped %d visit event(s)", len(lost))
 
-    def use(self, publisher: Publisher | None, topics: Topics) -> None:
+    def use(self, publisher: Publisher | None, topics: Topics | None) -> None:
         """A new publisher (MQTT settings changed): re-send every camera's retained state."""
         with self._lock:
             self.publisher, self.topics = publisher, topics
@@ -190,7 +190,7 @@ class EventSink(threading.Thread):
     def _messages(self, ev: VisitEvent) -> list[Message]:
         """The event, and the per-camera `visit` message Home Assistant's event entity fires
         on (start and end only)."""
-        if self.publisher is None:
+        if self.publisher is None or self.topics is None:
             return []
         body = event_body(ev, self.tz, self.node)
         out: list[Message] = [(self.topics.events, to_json(body), 1, False)]
@@ -278,5 +278,5 @@ class EventSink(threading.Thread):
     def _retain(self, camera: str, leaf: str, payload: bytes) -> None:
         with self._lock:
             pub, topics = self.publisher, self.topics
-        if pub is not None:
+        if pub is not None and topics is not None:
             pub.set_retained(topics.camera(camera, leaf), payload)

@@ -378,6 +378,16 @@ def test_queue_resize_drops_like_put() -> None:
         queue.resize(0)
 
 
+def test_a_crop_refused_by_a_closed_queue_is_counted() -> None:
+    """Crops a camera emits while the queue is closed (at a stop) are counted as dropped:
+    every crop is either classified or counted."""
+    queue = CropQueue(10)
+    queue.put(crop("a", 0))
+    queue.close()
+    assert not queue.put(crop("a", 1))
+    assert queue.drop_counts() == {"a": 1} and len(queue) == 1
+
+
 def test_get_batch_waits_at_most_max_wait_after_first_crop() -> None:
     queue = CropQueue(100)
     threading.Timer(0.1, lambda: queue.put(crop("a", 0))).start()

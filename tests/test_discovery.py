@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from camtrap.comms.homeassistant import Discovery, discovery_messages
+from camtrap.comms.payloads import Topics
 from camtrap.config.loader import parse_config
 
 CFG = """
@@ -17,7 +18,13 @@ mqtt: {prefix: garden}
 
 
 def configs(text: str = CFG) -> dict[str, dict]:
-    return {t: json.loads(p) for t, p in discovery_messages(parse_config(text, env={}))}
+    cfg = parse_config(text, env={})
+    return {t: json.loads(p) for t, p in discovery_messages(cfg, Topics(cfg.mqtt.prefix))}
+
+
+def discovery(text: str, state_dir: Path) -> Discovery:
+    cfg = parse_config(text, env={})
+    return Discovery(cfg, state_dir, Topics(cfg.mqtt.prefix))
 
 
 def test_every_entity_has_the_required_fields() -> None:
@@ -61,16 +68,16 @@ def test_camera_entities() -> None:
 
 
 def test_removed_camera_gets_empty_retained_configs(tmp_path: Path) -> None:
-    first = Discovery(parse_config(CFG, env={}), tmp_path)
+    first = discovery(CFG, tmp_path)
     assert all(payload for _, payload in first.messages())
     first.mark_announced()
     smaller = CFG.replace('  - {name: ground, url: "rtsp://cam/2"}\n', "")
-    second = Discovery(parse_config(smaller, env={}), tmp_path)
+    second = discovery(smaller, tmp_path)
     msgs = second.messages()
     removed = [t for t, p in msgs if p == b""]
     assert removed and all("/garden_ground/" in t for t in removed)
     assert len(removed) == 7
     assert not any("/garden_ground/" in t for t, p in msgs if p)
     second.mark_announced()
-    assert not [t for t, p in Discovery(parse_config(smaller, env={}), tmp_path).messages()
+    assert not [t for t, p in discovery(smaller, tmp_path).messages()
                 if p == b""]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from camtrap.comms.mqtt import MqttPublisher
+from camtrap.comms.payloads import Topics
 from camtrap.config.models import MqttConfig
 from camtrap.storage.store import Store
 from camtrap.visits.tracker import VisitEvent
@@ -46,7 +47,7 @@ def publisher_for(broker: Mosquitto, store: Store, *, tls: bool = False,
         "password": password if password is not None else broker.password,
         "tls": {"enabled": tls, "ca_file": str(broker.ca_file) if tls else None},
     })
-    return MqttPublisher(cfg, store)
+    return MqttPublisher(cfg, store, Topics(cfg.prefix))
 
 
 def test_outbox_drains_in_order(mosquitto: Mosquitto, mqtt_recorder: MqttRecorder,

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from camtrap.comms.payloads import Topics
 from camtrap.reports.build import load_summary
 from camtrap.schedule.jobs import JobRunner, RetentionResult
 from camtrap.storage.store import SCHEMA_VERSION, Store
@@ -47,7 +48,7 @@ def test_retention_deletes_what_is_too_old(tmp_path: Path) -> None:
     store.add_uptime("2026-03-01", "feeder", 1, 1, 0)
     store.add_uptime("2026-05-10", "feeder", 1, 1, 0)
 
-    runner = JobRunner(cfg, store, clock=lambda: NOW)
+    runner = JobRunner(cfg, store, Topics(cfg.mqtt.prefix), clock=lambda: NOW)
     result = runner.run_retention()
     assert result == RetentionResult(
         visits=2, crops=5, summaries=3, rolled_up_days=2
@@ -90,7 +91,7 @@ def test_keep_forever_deletes_nothing(tmp_path: Path) -> None:
     )
     store = Store(state)
     ev = add_visit(store, "feeder", "House Sparrow", at(2020, 1, 1))
-    runner = JobRunner(cfg, store, clock=lambda: NOW)
+    runner = JobRunner(cfg, store, Topics(cfg.mqtt.prefix), clock=lambda: NOW)
     assert runner.run_retention() == RetentionResult()
     assert store.crop_path(ev).exists() and len(store.visits_between(0, 2e9)) == 1
     store.close()
@@ -102,7 +103,7 @@ def test_catch_up_does_not_remake_summaries_retention_deleted(tmp_path: Path) ->
     store = Store(state)
     add_visit(store, "feeder", "Great Tit", at(2026, 5, 1))  # 13 days ago
     add_visit(store, "feeder", "Great Tit", at(2026, 5, 8))  # 6 days ago
-    runner = JobRunner(cfg, store, clock=lambda: NOW)
+    runner = JobRunner(cfg, store, Topics(cfg.mqtt.prefix), clock=lambda: NOW)
     assert runner.catch_up() == [date(2026, 5, 8)]
     store.close()
 

@@ -19,6 +19,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from camtrap.comms.payloads import Topics
 from camtrap.config.loader import parse_config
 from camtrap.config.models import ActiveHoursConfig, ConfigError, LocationConfig
 from camtrap.schedule.active import (
@@ -241,7 +242,8 @@ def runner_factory(tmp_path: Path, clock: FixedClock) -> Iterator[Callable[..., 
         cfg = kwargs.pop("cfg", None) or make_config(tmp_path / "state")
         store = Store(cfg.storage.state_dir)
         stores.append(store)
-        runner = JobRunner(cfg, store, publish=recorder, clock=clock.now, **kwargs)
+        runner = JobRunner(cfg, store, Topics(cfg.mqtt.prefix), publish=recorder,
+                           clock=clock.now, **kwargs)
         made.append(runner)
         return runner
 

@@ -39,7 +39,7 @@ def event(kind: str, n: int, ts: float, camera: str = "feeder", jpeg: bytes = b"
 
 def publisher(broker: Mosquitto, store: Store) -> MqttPublisher:
     cfg = MqttConfig(host=broker.host, port=broker.port, prefix="camtrap")
-    pub = MqttPublisher(cfg, store)
+    pub = MqttPublisher(cfg, store, Topics(cfg.prefix))
     pub.start()
     assert wait_until(lambda: pub.connected, 10, "the publisher connects")
     return pub

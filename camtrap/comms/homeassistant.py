@@ -30,9 +30,8 @@ def _node(prefix: str, camera: str | None = None) -> str:
     return f"{base}_{camera}" if camera else base
 
 
-def camera_entities(prefix: str, camera: str) -> dict[tuple[str, str], dict[str, Any]]:
+def camera_entities(t: Topics, camera: str) -> dict[tuple[str, str], dict[str, Any]]:
     """(component, key) -> the entity part of the discovery config for one camera."""
-    t = Topics(prefix)
     state = t.camera(camera, "state")
     return {
         ("event", "visit"): {
@@ -85,10 +84,9 @@ def camera_entities(prefix: str, camera: str) -> dict[tuple[str, str], dict[str,
     }
 
 
-def discovery_messages(cfg: Config) -> list[tuple[str, bytes]]:
+def discovery_messages(cfg: Config, topics: Topics) -> list[tuple[str, bytes]]:
     """Every retained discovery config for the configured cameras."""
-    prefix, disc = cfg.mqtt.prefix, cfg.homeassistant.discovery_prefix
-    topics = Topics(prefix)
+    prefix, disc = topics.prefix, cfg.homeassistant.discovery_prefix
     daemon_device = {
         "identifiers": [_node(prefix)],
         "name": prefix,
@@ -109,7 +107,7 @@ def discovery_messages(cfg: Config) -> list[tuple[str, bytes]]:
             "entity_category": "diagnostic",
         },
     }
-    daemon_entities.update(summary_entities(prefix))
+    daemon_entities.update(summary_entities(topics))
     # no availability here: the entity reports the status topic itself, so it shows "off"
     # (not "unavailable") when the daemon is gone
     out += _configs(disc, _node(prefix), daemon_device, daemon_entities, None)
@@ -122,7 +120,7 @@ def discovery_messages(cfg: Config) -> list[tuple[str, bytes]]:
             "model": "camera",
             "via_device": _node(prefix),
         }
-        out += _configs(disc, node, device, camera_entities(prefix, cam.name), availability)
+        out += _configs(disc, node, device, camera_entities(topics, cam.name), availability)
     return out
 
 
@@ -148,20 +146,21 @@ def _configs(
     return out
 
 
-def removal_messages(disc: str, prefix: str, cameras: Iterable[str]) -> list[tuple[str, bytes]]:
+def removal_messages(disc: str, topics: Topics, cameras: Iterable[str]) -> list[tuple[str, bytes]]:
     """Empty retained configs: Home Assistant removes those entities."""
     return [
-        (f"{disc}/{component}/{_node(prefix, cam)}/{key}/config", b"")
+        (f"{disc}/{component}/{_node(topics.prefix, cam)}/{key}/config", b"")
         for cam in cameras
-        for component, key in camera_entities(prefix, cam)
+        for component, key in camera_entities(topics, cam)
     ]
 
 
 class Discovery:
     """Remembers which cameras it announced (in the state dir) so removed ones are cleared."""
 
-    def __init__(self, cfg: Config, state_dir: Path) -> None:
+    def __init__(self, cfg: Config, state_dir: Path, topics: Topics) -> None:
         self.cfg = cfg
+        self.topics = topics
         self.path = Path(state_dir) / "ha_discovery.json"
 
     def _announced(self) -> set[str]:
@@ -176,8 +175,8 @@ class Discovery:
         gone = sorted(self._announced() - current)
         if gone:
             log.info("homeassistant: removing entities of camera(s) %s", ", ".join(gone))
-        msgs = removal_messages(self.cfg.homeassistant.discovery_prefix, self.cfg.mqtt.prefix, gone)
-        return msgs + discovery_messages(self.cfg)
+        msgs = removal_messages(self.cfg.homeassistant.discovery_prefix, self.topics, gone)
+        return msgs + discovery_messages(self.cfg, self.topics)
 
     def mark_announced(self) -> None:
         """Best effort: if it cannot be written (a full disk), a camera removed later keeps
@@ -191,9 +190,8 @@ class Discovery:
                         self.path, exc)
 
 
-def summary_entities(prefix: str) -> dict[tuple[str, str], dict[str, Any]]:
+def summary_entities(t: Topics) -> dict[tuple[str, str], dict[str, Any]]:
     """Discovery entities for the daemon device: the summary picture and the digest."""
-    t = Topics(prefix)
     return {
         ("image", "daily_summary"): {
             "name": "Daily summary",

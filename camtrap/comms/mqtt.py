@@ -50,10 +50,10 @@ def _check_tls_files(tls: TlsConfig) -> None:
 
 
 class MqttPublisher:
-    def __init__(self, cfg: MqttConfig, store: Store) -> None:
+    def __init__(self, cfg: MqttConfig, store: Store, topics: Topics) -> None:
         self.cfg = cfg
         self.store = store
-        self.topics = Topics(cfg.prefix)
+        self.topics = topics
         self.connected = False
         self.last_error: str | None = None
         self.published = 0

@@ -69,6 +69,7 @@ class JobRunner:
         self,
         cfg: Config,
         store: Store,
+        topics: Topics,
         publish: Publish | None = None,
         stats: Callable[[], StatusSnapshot] | None = None,
         on_active: Callable[[str, ActiveState], None] | None = None,
@@ -81,7 +82,7 @@ class JobRunner:
         self.on_active = on_active
         self.tz = resolve_tz(cfg.schedule.timezone)
         self.clock = clock or (lambda: datetime.now(self.tz))
-        self.topics = Topics(cfg.mqtt.prefix)
+        self.topics = topics
         self.summaries_dir = Path(cfg.storage.state_dir) / "summaries"
         self.camera_names = [c.name for c in cfg.cameras]
         for name in ("apscheduler.scheduler", "apscheduler.executors.default"):

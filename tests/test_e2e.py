@@ -84,10 +84,12 @@ def test_camera_to_mqtt_and_sqlite(
         assert end.json()["end_time"] is not None
 
     db = sqlite3.connect(tmp_path / "state" / "camtrap.sqlite3")
-    row = db.execute("SELECT camera, species, end_ts, crop_file FROM visits WHERE visit_id = ?",
-                     (start["visit_id"],)).fetchone()
+    row = db.execute("SELECT camera, species, end_ts, crop_file, context_file, embedding"
+                     " FROM visits WHERE visit_id = ?", (start["visit_id"],)).fetchone()
     assert row is not None, "the visit published on MQTT is missing from SQLite"
     assert row[0] == "feeder" and row[1] == start["species"] and row[2] is not None
     assert (tmp_path / "state" / row[3]).read_bytes()[:2] == b"\xff\xd8"
+    assert (tmp_path / "state" / row[4]).read_bytes()[:2] == b"\xff\xd8"  # context frame
+    assert len(row[5]) == 384 * 4  # the best crop's embedding, float32
     assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0  # all acknowledged
     assert "Traceback" not in daemon.log

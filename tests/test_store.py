@@ -4,6 +4,7 @@ that is counted but logged once per episode."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from camtrap.storage.store import RollupRow, Store, Uptime, VisitRow
@@ -329,3 +331,23 @@ def test_readers_get_a_connection_of_their_own_that_cannot_write(tmp_path: Path)
     finally:
         reader.close()
         store.close()
+
+
+def test_a_visit_keeps_its_embedding_and_context_frame_until_retention(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state", tz=UTC)
+    vector = np.linspace(-1, 1, 384, dtype=np.float32)
+    ev = dataclasses.replace(event(1, kind="start"), embedding=vector,
+                             context_jpeg=crop_jpeg((90, 90, 90), size=480))
+    store.record(ev, [])
+    store.record(dataclasses.replace(ev, kind="end", end_ts=ev.start_ts + 5, embedding=None,
+                                     context_jpeg=None), [])
+    ro = Store.open_readonly(tmp_path / "state")
+    row = ro.execute("SELECT embedding, context_file FROM visits").fetchone()
+    ro.close()
+    assert np.array_equal(np.frombuffer(row["embedding"], "<f4"), vector)
+    context = tmp_path / "state" / row["context_file"]
+    assert context.read_bytes() == ev.context_jpeg  # an update without one keeps it
+    assert row["context_file"].endswith(f"{ev.camera}-{ev.visit_id}-context.jpg")
+    _, files = store.delete_visits_before(ev.start_ts + 1)
+    assert files == 2 and not context.exists()
+    store.close()

@@ -186,7 +186,7 @@ class ModelConfig(Strict):
     compile: bool = False
     threads: int = Field(default=0, ge=0, le=256)
     top_k: int = Field(default=5, ge=1, le=20)
-    embedding: bool = False
+    embedding: bool = True  # stored with each visit: the web interface's similar visits
 
     @field_validator("patch_size")
     @classmethod

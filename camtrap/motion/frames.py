@@ -10,10 +10,12 @@ import numpy as np
 
 from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
 from camtrap.motion.detector import MotionDetector, MotionResult
-from camtrap.motion.regions import Box, Crop, cut_crop, plan_regions, scale_boxes
+from camtrap.motion.regions import Box, Crop, context_jpeg, cut_crop, plan_regions, scale_boxes
 from camtrap.video.capture import Frame
 
 log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class FrameResult:
     frame: Frame
@@ -77,6 +79,7 @@ class FrameProcessor:
             dh, dw = source.shape[:2]
             cut = scale_boxes(regions, dw / fw, dh / fh, (dw, dh))
             self.crops_from_detect += len(regions)
+        context = context_jpeg(frame.image)  # once per frame, shared by its crops
         return [
             Crop(
                 camera=frame.camera,
@@ -85,6 +88,7 @@ class FrameProcessor:
                 box=region,
                 frame_size=(fw, fh),
                 image=cut_crop(source, c, self.input_size),
+                context_jpeg=context,
             )
             for region, c in zip(regions, cut, strict=True)
         ]

@@ -7,7 +7,7 @@ and does not distort it when resized to the model's square input.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ class Crop:
     box: Box  # the square region, in full-resolution frame pixels
     frame_size: tuple[int, int]  # width, height
     image: np.ndarray  # (S, S, 3) uint8 RGB, S = model input size
+    context_jpeg: bytes | None = field(default=None, repr=False)  # the frame, downscaled
 
 
 def scale_boxes(
@@ -128,3 +129,16 @@ def cut_crop(frame_bgr: np.ndarray, region: Box, size: int) -> np.ndarray:
     if patch.ndim == 2:
         return cv2.cvtColor(patch, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
+
+
+CONTEXT_WIDTH = 480  # px: enough to see where on the feeder a bird was, a few tens of KB
+
+
+def context_jpeg(frame_bgr: np.ndarray, width: int = CONTEXT_WIDTH, quality: int = 80) -> bytes:
+    """The whole frame, downscaled, as JPEG: kept with a visit to show where its crop was."""
+    h, w = frame_bgr.shape[:2]
+    if w > width:
+        frame_bgr = cv2.resize(frame_bgr, (width, max(1, round(h * width / w))),
+                               interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return jpeg.tobytes() if ok else b""

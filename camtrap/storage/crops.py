@@ -29,16 +29,17 @@ class CropFiles:
         self.write_failures = 0
         self._failing_since: int | None = None  # write_failures when this episode began
 
-    def path(self, event: VisitEvent) -> Path:
+    def path(self, event: VisitEvent, suffix: str = "") -> Path:
         day = local_day(event.start_ts, self.tz).isoformat()
-        return self.root / day / f"{event.camera}-{event.visit_id}.jpg"
+        return self.root / day / f"{event.camera}-{event.visit_id}{suffix}.jpg"
 
-    def save(self, event: VisitEvent) -> str | None:
-        """Write the event's crop; its path relative to the state directory, or None when
-        it could not be written (a previous crop of the visit, if any, is left intact)."""
-        path = self.path(event)
+    def save(self, event: VisitEvent, data: bytes, suffix: str = "") -> str | None:
+        """Write one image of the event (its crop; with `suffix` "-context" the frame it was
+        cut from); its path relative to the state directory, or None when it could not be
+        written (a previous file of the visit, if any, is left intact)."""
+        path = self.path(event, suffix)
         try:
-            _write_atomically(path, event.crop_jpeg)
+            _write_atomically(path, data)
         except OSError as exc:
             self._failed(exc)
             return None

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "camtrap.sqlite3"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -69,6 +69,12 @@ _MIGRATIONS: dict[int, str] = {
         seconds_paused REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (day, camera)
     );
+    """,
+    # What the web interface shows beside a visit: the best crop's embedding (float32,
+    # little-endian; "similar visits") and a downscaled frame the crop was cut from.
+    3: """
+    ALTER TABLE visits ADD COLUMN embedding BLOB;
+    ALTER TABLE visits ADD COLUMN context_file TEXT;
     """,
 }
 

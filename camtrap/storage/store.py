@@ -185,21 +185,26 @@ class Store:
     def record(self, event: VisitEvent, messages: list[tuple[str, bytes, int, bool]]) -> None:
         """Upsert the visit and queue its MQTT messages, atomically. The crop is best
         effort: when it cannot be written the visit keeps its previous crop, if any."""
-        crop_file: str | None = None
+        crop_file = context_file = None
         if self.save_crops and event.crop_jpeg:
-            # File before row: a crash in between leaves an orphan file (the crop sweep
+            # Files before row: a crash in between leaves an orphan file (the crop sweep
             # removes it), never a row naming a missing file.
-            crop_file = self._crops.save(event)
+            crop_file = self._crops.save(event, event.crop_jpeg)
+            if event.context_jpeg:
+                context_file = self._crops.save(event, event.context_jpeg, "-context")
+        embedding = None if event.embedding is None else event.embedding.astype("<f4").tobytes()
         now = time.time()
         with self._tx() as db:
             db.execute(
-                f"""INSERT INTO visits ({_VISIT_COLUMNS}, box)
+                f"""INSERT INTO visits ({_VISIT_COLUMNS}, box, embedding, context_file)
                 VALUES (:visit_id, :camera, :species, :unknown, :start_ts, :last_ts, :end_ts,
-                  :best_score, :hits, :top_k, :crop_file, :box)
+                  :best_score, :hits, :top_k, :crop_file, :box, :embedding, :context_file)
                 ON CONFLICT (visit_id) DO UPDATE SET last_ts=excluded.last_ts,
                   end_ts=excluded.end_ts, best_score=excluded.best_score, hits=excluded.hits,
                   top_k=excluded.top_k, box=excluded.box,
-                  crop_file=COALESCE(excluded.crop_file, crop_file)""",
+                  crop_file=COALESCE(excluded.crop_file, crop_file),
+                  embedding=COALESCE(excluded.embedding, embedding),
+                  context_file=COALESCE(excluded.context_file, context_file)""",
                 {
                     "visit_id": event.visit_id,
                     "camera": event.camera,
@@ -213,6 +218,8 @@ class Store:
                     "top_k": json.dumps(event.top_k),
                     "crop_file": crop_file,
                     "box": json.dumps(event.box),
+                    "embedding": embedding,
+                    "context_file": context_file,
                 },
             )
             db.executemany(
@@ -381,10 +388,12 @@ class Store:
         }
 
     def _crop_files_before(self, db: sqlite3.Connection, ts: float) -> list[str]:
+        """Every image file of the visits that started before `ts` (crops, context frames)."""
         rows = db.execute(
-            "SELECT crop_file FROM visits WHERE start_ts < ? AND crop_file IS NOT NULL", (ts,)
+            "SELECT crop_file, context_file FROM visits WHERE start_ts < ?"
+            " AND (crop_file IS NOT NULL OR context_file IS NOT NULL)", (ts,)
         )
-        return [r["crop_file"] for r in rows]
+        return [f for r in rows for f in (r["crop_file"], r["context_file"]) if f]
 
     def delete_visits_before(self, ts: float) -> tuple[int, int]:
         """Delete visits that started before `ts` and their crop files; returns (visits,
@@ -400,7 +409,8 @@ class Store:
         with self._tx() as db:
             files = self._crop_files_before(db, ts)
             db.execute(
-                "UPDATE visits SET crop_file = NULL WHERE start_ts < ? AND crop_file IS NOT NULL",
+                "UPDATE visits SET crop_file = NULL, context_file = NULL WHERE start_ts < ?"
+                " AND (crop_file IS NOT NULL OR context_file IS NOT NULL)",
                 (ts,),
             )
         return self._crops.unlink(files)

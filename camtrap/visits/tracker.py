@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import cv2
+import numpy as np
 
 from camtrap.config.models import VisitsConfig
 from camtrap.motion.regions import Box
@@ -39,6 +40,8 @@ class VisitEvent:
     box: Box  # of the best crop, in frame pixels
     frame_size: tuple[int, int]
     crop_jpeg: bytes = field(repr=False)
+    embedding: np.ndarray | None = field(default=None, repr=False)  # of the best crop
+    context_jpeg: bytes | None = field(default=None, repr=False)  # the frame it was cut from
 
 
 @dataclass
@@ -75,6 +78,8 @@ class _Visit:
             box=self.best.crop.box,
             frame_size=self.best.crop.frame_size,
             crop_jpeg=jpeg.tobytes() if ok else b"",
+            embedding=self.best.embedding,
+            context_jpeg=self.best.crop.context_jpeg,
         )
 
 

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "camtrap.sqlite3"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -76,6 +76,39 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE visits ADD COLUMN embedding BLOB;
     ALTER TABLE visits ADD COLUMN context_file TEXT;
     """,
+    # Reviews (camtrap/visits/reviews.py): a person's verdict beside the model's. The
+    # effective species is COALESCE(reviewed_species, species), a virtual column with its
+    # own index; deleting is soft (deleted_ts) until retention, and `keep` exempts a visit
+    # from retention. `reviews` is the history (it outlives its visits: the per-species
+    # accuracy reads it); model_species is what the model said when the review was made.
+    4: """
+    ALTER TABLE visits ADD COLUMN status TEXT NOT NULL DEFAULT 'unreviewed';
+    ALTER TABLE visits ADD COLUMN reviewed_species TEXT;
+    ALTER TABLE visits ADD COLUMN keep INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE visits ADD COLUMN deleted_ts REAL;
+    ALTER TABLE visits ADD COLUMN review_ts REAL;
+    ALTER TABLE visits ADD COLUMN review_user TEXT;
+    ALTER TABLE visits ADD COLUMN eff_species TEXT
+        GENERATED ALWAYS AS (COALESCE(reviewed_species, species)) VIRTUAL;
+    CREATE TABLE reviews (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        visit_id      TEXT NOT NULL,
+        ts            REAL NOT NULL,
+        user          TEXT,
+        action        TEXT NOT NULL,
+        old_species   TEXT,
+        new_species   TEXT,
+        note          TEXT,
+        model_species TEXT
+    );
+    CREATE INDEX reviews_visit ON reviews (visit_id, id);
+    CREATE INDEX reviews_model_species ON reviews (model_species);
+    CREATE INDEX visits_status_start ON visits (status, start_ts);
+    CREATE INDEX visits_eff_species_start ON visits (eff_species, start_ts);
+    CREATE INDEX visits_camera_start ON visits (camera, start_ts);
+    CREATE INDEX visits_deleted ON visits (deleted_ts) WHERE deleted_ts IS NOT NULL;
+    CREATE INDEX visits_kept ON visits (start_ts) WHERE keep = 1;
+    """,
 }
 
 
@@ -83,16 +116,30 @@ def connect(path: Path) -> sqlite3.Connection:
     """The daemon's one writer connection, migrated to SCHEMA_VERSION. Autocommit mode
     (isolation_level=None): every transaction is begun explicitly by `transaction`.
     Raises OSError naming the file when it is not a usable camtrap database."""
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.OperationalError as exc:
+        raise _unreachable(path, exc) from None
     db.row_factory = sqlite3.Row
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         _migrate(db, path)
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.OperationalError as exc:  # access, not content: a read-only folder
         db.close()
-        raise OSError(f"{path}: cannot open the database: {exc}") from None
+        raise _unreachable(path, exc) from None
+    except sqlite3.DatabaseError as exc:  # content: truncated, or not SQLite at all
+        db.close()
+        raise OSError(
+            f"{path}: cannot open the database: {exc}. It is left as it is; to start with an"
+            f" empty history, move it aside (mv {path} {path}.broken) and start again"
+        ) from None
     return db
+
+
+def _unreachable(path: Path, exc: sqlite3.Error) -> OSError:
+    return OSError(f"{path}: cannot open the database ({exc}): is its folder writable by the"
+                   " daemon's user?")
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:

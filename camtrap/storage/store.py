@@ -144,7 +144,11 @@ class Store:
         tz: tzinfo | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"storage.state_dir: cannot create {self.state_dir}: {exc.strerror}"
+                          ) from None
         self.path = self.state_dir / DB_FILE
         self.tz = tz if tz is not None else resolve_tz(None)
         self._crops = CropFiles(self.state_dir, self.tz)

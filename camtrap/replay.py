@@ -94,7 +94,7 @@ def replay(
         if len(pending) >= cfg.batching.max_size or not result.crops:
             classify_pending()
         if not pending:  # end visits only once every earlier crop has been seen
-            emit(tracker.tick(frame.ts))
+            emit(tracker.tick(frame.clock))
     classify_pending()
     emit(tracker.flush())
     return stats

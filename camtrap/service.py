@@ -230,7 +230,7 @@ class Service:
         if self.reload_requested.is_set() and not self.reloader.busy:
             self.reload_requested.clear()  # a SIGHUP during a reload reads the file again
             self._request_reload()
-        self._end_quiet_visits(time.time())
+        self._end_quiet_visits(time.monotonic())
         now = time.monotonic()
         self._publish_camera_states(now)
         heartbeat.beat(now, healthy=lambda: self.snapshot().healthy,

@@ -130,3 +130,25 @@ def test_flush_ends_everything() -> None:
     ends = t.flush()
     assert sorted(e.species for e in ends) == ["Great Tit", "Laughing Dove"]
     assert all(e.kind == "end" for e in ends)
+
+
+@pytest.mark.parametrize("jump_s", [3 * 3600, -3 * 3600])
+def test_a_wall_clock_jump_neither_ends_nor_holds_open_a_visit(jump_s: float) -> None:
+    """NTP arriving on a Pi without a real-time clock moves the wall clock by hours while
+    a bird is at the feeder: durations run on the monotonic clock, stamps on the wall's."""
+    t = VisitTracker(cfg(), LABELS)
+    mono0 = 5_000.0
+
+    def sighting(s: float) -> Prediction:
+        p = pred(s, "Great Tit", 0.9)
+        wall = p.crop.ts + (jump_s if s >= 10 else 0)  # the clock is set at 10 s
+        crop = Crop(p.crop.camera, wall, p.crop.frame_seq, p.crop.box, p.crop.frame_size,
+                    p.crop.image, mono=mono0 + s)
+        return Prediction(crop=crop, top_k=p.top_k)
+
+    events = [ev for s in range(0, 21) for ev in t.observe(sighting(s))]
+    assert [e.kind for e in events if e.kind != "update"] == ["start"]
+    assert t.tick(mono0 + 20) == [] and t.tick(mono0 + 49) == []  # quiet for 29 s: open
+    (end,) = t.tick(mono0 + 50)  # quiet for 30 s: ended, not hours early or late
+    assert end.kind == "end" and end.start_ts == T0 + 0
+    assert end.end_ts == T0 + 20 + jump_s  # stamps follow the (corrected) wall clock

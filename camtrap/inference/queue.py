@@ -83,9 +83,10 @@ class CropQueue:
             return self._take(max_size)
 
     def oldest_crop_ts(self) -> float | None:
-        """Frame time of the oldest queued crop: visits must not end before it is seen."""
+        """Frame clock (`Crop.clock`) of the oldest queued crop: visits must not end
+        before it is seen."""
         with self._cond:
-            return min((f[0][1].ts for f in self._fifos.values() if f), default=None)
+            return min((f[0][1].clock for f in self._fifos.values() if f), default=None)
 
     def _oldest(self) -> float:
         return min(fifo[0][0] for fifo in self._fifos.values() if fifo)

@@ -70,7 +70,8 @@ class InferenceWorker(threading.Thread):
         self._next: tuple[Backend, BatchingConfig] | None = None  # from `use`, taken per turn
 
     def pending_since(self) -> float | None:
-        """Frame time of the oldest crop not yet handed to the sink (queued or in a batch)."""
+        """Frame clock (`Crop.clock`) of the oldest crop not yet handed to the sink (queued
+        or in a batch)."""
         queued = self.queue.oldest_crop_ts()
         times = [t for t in (queued, *self._in_flight_ts) if t is not None]
         return min(times) if times else None
@@ -135,7 +136,7 @@ class InferenceWorker(threading.Thread):
                 log.exception("closing the replaced backend %s failed", old.describe())
 
     def _launch(self, batch: list[Crop]) -> _Launched | None:
-        self._in_flight_ts = (*self._in_flight_ts, min(c.ts for c in batch))
+        self._in_flight_ts = (*self._in_flight_ts, min(c.clock for c in batch))
         start = time.perf_counter()
         try:
             pending = self.backend.submit(np.stack([c.image for c in batch]))

@@ -58,7 +58,7 @@ class FrameProcessor:
         self.crops_from_detect = 0  # crops cut from the detect frame: main stream had none
 
     def process(self, frame: Frame) -> FrameResult:
-        motion = self.detector.detect(frame.image, frame.ts)
+        motion = self.detector.detect(frame.image, frame.clock)
         dh, dw = frame.image.shape[:2]
         fw, fh = frame.size
         if (fw, fh) != (dw, dh):
@@ -89,6 +89,7 @@ class FrameProcessor:
                 frame_size=(fw, fh),
                 image=cut_crop(source, c, self.input_size),
                 context_jpeg=context,
+                mono=frame.mono,
             )
             for region, c in zip(regions, cut, strict=True)
         ]

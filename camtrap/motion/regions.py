@@ -26,6 +26,12 @@ class Crop:
     frame_size: tuple[int, int]  # width, height
     image: np.ndarray  # (S, S, 3) uint8 RGB, S = model input size
     context_jpeg: bytes | None = field(default=None, repr=False)  # the frame, downscaled
+    mono: float | None = None  # the frame's monotonic time; None: `ts` is one (files, tests)
+
+    @property
+    def clock(self) -> float:
+        """The frame's time for durations (see `Frame.clock`); `ts` stays the stamp."""
+        return self.ts if self.mono is None else self.mono
 
 
 def scale_boxes(

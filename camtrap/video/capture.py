@@ -24,6 +24,8 @@ from camtrap.video.stream import StreamReader, _file_fps, open_capture
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # the camera thread's supervision tick while it waits for a frame
+
+
 @dataclass(frozen=True, eq=False)
 class Frame:
     """One looked-at frame. `image` is what motion runs on: the detect stream's frame when the
@@ -31,11 +33,18 @@ class Frame:
     the same moment, converted only on demand; call it before asking for the next frame."""
 
     camera: str
-    ts: float  # wall-clock seconds (epoch) when the frame was taken (video clock in replay)
+    ts: float  # wall-clock seconds (epoch) when the frame was taken: for stamps
     seq: int
     image: np.ndarray  # BGR uint8
     full: Callable[[], np.ndarray | None] | None = None
     full_size: tuple[int, int] | None = None  # (width, height) of the main stream
+    mono: float | None = None  # monotonic seconds, for durations; None: `ts` is one (files)
+
+    @property
+    def clock(self) -> float:
+        """Seconds that never jump: what motion, visits and timeouts measure with. A wall
+        clock set by NTP or by hand can move by hours; this cannot."""
+        return self.ts if self.mono is None else self.mono
 
     @property
     def size(self) -> tuple[int, int]:
@@ -159,13 +168,13 @@ class Capture:
                     if detect.finished:
                         return
                     continue
-                image, ts = got
+                image, ts, mono = got
                 self._seq += 1
                 status.note_processed(time.monotonic())
                 full, full_size = None, None
                 if main is not None:
                     full, full_size = self._main_fetch(main)
-                yield Frame(cfg.name, ts, self._seq, image, full, full_size)
+                yield Frame(cfg.name, ts, self._seq, image, full, full_size, mono)
         finally:
             for reader in readers:
                 reader.close()

@@ -183,7 +183,7 @@ class StreamReader:
         self._cond = threading.Condition()
         self._gen = 0
         self._want = False
-        self._slot: tuple[np.ndarray, float] | None = None
+        self._slot: tuple[np.ndarray, float, float] | None = None
         self._next_due = 0.0
         self._interval: float | None = None  # moving average of seconds between fresh frames
         self._busy: tuple[float, float, str] | None = None  # (since, limit, what) of a call
@@ -201,8 +201,9 @@ class StreamReader:
             self._gen += 1
             self._cond.notify_all()
 
-    def next_frame(self, timeout: float) -> tuple[np.ndarray, float] | None:
-        """The newest frame once one is due (BGR, wall-clock ts), or None after `timeout`."""
+    def next_frame(self, timeout: float) -> tuple[np.ndarray, float, float] | None:
+        """The newest frame once one is due: (BGR, wall-clock ts, monotonic ts), or None
+        after `timeout`."""
         with self._cond:
             self._want = True
             if self._slot is None:
@@ -402,11 +403,11 @@ class StreamReader:
         ok, image = cap.retrieve()
         if not ok or image is None:
             return False
-        ts = time.time()
+        ts, mono = time.time(), time.monotonic()
         with self._cond:
             if gen != self._gen:
                 return True
-            self._slot = (image, ts)
+            self._slot = (image, ts, mono)
             self._want = False
             if self.period > 0:
                 base = self._next_due if self._next_due > now - self.period else now

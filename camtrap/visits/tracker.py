@@ -50,12 +50,13 @@ class _Visit:
     camera: str
     species: str
     unknown: bool
-    start_ts: float
+    start_ts: float  # wall-clock stamps, for events
     last_ts: float
     hits: int
     best: Prediction
     best_score: float
-    last_event_ts: float
+    last_seen: float  # `Crop.clock` of the latest sighting: durations never use stamps
+    last_event: float  # `Crop.clock` of the latest event
     improved: bool = False
 
     def event(self, kind: EventKind, quality: int, end_ts: float | None = None) -> VisitEvent:
@@ -140,16 +141,16 @@ class VisitTracker:
         if tier is None:
             return []
         species, unknown = tier
-        camera, ts = pred.crop.camera, pred.crop.ts
+        camera, clock = pred.crop.camera, pred.crop.clock
         if unknown and any(cam == camera and not v.unknown for (cam, _), v in self._open.items()):
             return []  # an uncertain look at a bird we already named
         key = (camera, species)
         visit = self._open.get(key)
         if visit is not None:
-            return self._hit(visit, pred, score, ts)
+            return self._hit(visit, pred, score)
 
         hits = self._candidates.setdefault(key, deque())
-        while hits and ts - hits[0].crop.ts > self.cfg.window_s:
+        while hits and clock - hits[0].crop.clock > self.cfg.window_s:
             hits.popleft()
         hits.append(pred)
         if len(hits) < self.cfg.min_hits:
@@ -163,32 +164,36 @@ class VisitTracker:
             species=species,
             unknown=unknown,
             start_ts=start,
-            last_ts=ts,
+            last_ts=pred.crop.ts,
             hits=len(hits),
             best=best,
             best_score=best.top_k[0][1],
-            last_event_ts=ts,
+            last_seen=clock,
+            last_event=clock,
         )
         self._open[key] = visit
         return [visit.event("start", self.quality)]
 
-    def _hit(self, visit: _Visit, pred: Prediction, score: float, ts: float) -> list[VisitEvent]:
+    def _hit(self, visit: _Visit, pred: Prediction, score: float) -> list[VisitEvent]:
         visit.hits += 1
-        visit.last_ts = max(visit.last_ts, ts)
+        clock = pred.crop.clock
+        if clock >= visit.last_seen:
+            visit.last_seen, visit.last_ts = clock, pred.crop.ts
         if score > visit.best_score:
             visit.best, visit.best_score, visit.improved = pred, score, True
-        if visit.improved and ts - visit.last_event_ts >= self.cfg.update_interval_s:
-            visit.improved, visit.last_event_ts = False, ts
+        if visit.improved and clock - visit.last_event >= self.cfg.update_interval_s:
+            visit.improved, visit.last_event = False, clock
             return [visit.event("update", self.quality)]
         return []
 
     def tick(self, now: float) -> list[VisitEvent]:
-        """End visits quiet for `end_after_s`; forget stale candidates."""
-        for key in [
-            k for k, hits in self._candidates.items() if now - hits[-1].crop.ts > self.cfg.window_s
-        ]:
+        """End visits quiet for `end_after_s`; forget stale candidates. `now` is on the
+        crops' clock (`Crop.clock`: monotonic in the daemon, the video's in replay)."""
+        window = self.cfg.window_s
+        for key in [k for k, hits in self._candidates.items()
+                    if now - hits[-1].crop.clock > window]:
             del self._candidates[key]
-        ended = [k for k, v in self._open.items() if now - v.last_ts >= self.cfg.end_after_s]
+        ended = [k for k, v in self._open.items() if now - v.last_seen >= self.cfg.end_after_s]
         return [self._end(k, self._open[k].last_ts) for k in ended]
 
     def flush(self) -> list[VisitEvent]:

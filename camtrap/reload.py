@@ -22,7 +22,7 @@ from camtrap.visits.tracker import VisitTracker
 
 log = logging.getLogger(__name__)
 
-FIXED_SECTIONS = ("storage",)  # applied only by a restart
+FIXED_SECTIONS = ("storage", "web")  # applied only by a restart
 
 LoadBackend = Callable[[ModelConfig, int], Backend]  # ready: loaded and warmed up
 

@@ -42,6 +42,7 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path,
         + "mqtt:\n  tls:\n    enabled: true\n    ca_file: certs/ca.pem\n"
         "    cert_file: ./certs/client.pem\n    key_file: /secure/client.key\n"
         "model:\n  path: models/m.pt\nstorage:\n  state_dir: ../state\n"
+        "web:\n  auth:\n    api_token_file: secrets/token\n"
     )
     monkeypatch.chdir(tmp_path)  # somewhere else than the file's folder
     cfg = load_config(path, env={})
@@ -51,6 +52,7 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path,
     assert cfg.mqtt.tls.key_file == Path("/secure/client.key")  # absolute: untouched
     assert cfg.model.path == base / "models" / "m.pt"
     assert cfg.storage.state_dir == base.parent / "state"
+    assert cfg.web.auth.api_token_file == base / "secrets" / "token"
     assert parse_config(MINIMAL, env={}).mqtt.tls.ca_file is None  # no file, nothing to do
 
 

@@ -130,6 +130,10 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     tls = tls.model_copy(update={"ca_file": rel(tls.ca_file), "cert_file": rel(tls.cert_file),
                                  "key_file": rel(tls.key_file)})
     mqtt = cfg.mqtt.model_copy(update={"tls": tls})
+    auth = cfg.web.auth
+    auth = auth.model_copy(update={name: rel(getattr(auth, name)) for name in (
+        "owner_password_file", "viewer_password_file", "api_token_file", "secret_file")})
+    web = cfg.web.model_copy(update={"auth": auth})
 
     def source(url: str | None) -> str | None:
         if url is None or url.isdigit() or urlsplit(url).scheme != "":
@@ -141,5 +145,5 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         for c in cfg.cameras
     ]
     return cfg.model_copy(
-        update={"model": model, "storage": storage, "mqtt": mqtt, "cameras": cams}
+        update={"model": model, "storage": storage, "mqtt": mqtt, "web": web, "cameras": cams}
     )

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
+from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig, TracksConfig
 from camtrap.logs import mask_text, name_os_thread
 from camtrap.motion.frames import FrameProcessor
 from camtrap.motion.regions import Crop
@@ -28,6 +28,7 @@ class CameraWorker(threading.Thread):
         regions: RegionsConfig,
         input_size: int,
         emit: Callable[[Crop], None],
+        tracks: TracksConfig | None = None,  # None: every region's crop is classified
     ) -> None:
         super().__init__(name=f"camera-{camera.name}", daemon=True)
         self.camera = camera
@@ -36,7 +37,7 @@ class CameraWorker(threading.Thread):
         self._active = threading.Event()
         self._active.set()
         self.capture = Capture(camera, self._capture_stop)
-        self.processor = FrameProcessor(camera, motion, regions, input_size)
+        self.processor = FrameProcessor(camera, motion, regions, input_size, tracks)
         self.emit = emit
         self._progress = time.monotonic()
         self.crops_emitted = 0

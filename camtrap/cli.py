@@ -1,4 +1,5 @@
-"""`camtrap` command line: run, check, classify, replay, summary, fetch-model, bench.
+"""`camtrap` command line: run, check, classify, replay, summary, fetch-model, export-model,
+evaluate, bench.
 
 Exit status 2 means the input was wrong (config, model, files): the message says what and where.
 """
@@ -14,8 +15,9 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from camtrap.config.base import ConfigError
 from camtrap.config.loader import load_config
-from camtrap.config.models import Config, ConfigError, LoggingConfig, ModelConfig
+from camtrap.config.models import Config, LoggingConfig, ModelConfig
 from camtrap.logs import mask_text, setup_logging
 
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("camtrap")
 
 EXIT_USAGE = 2
+EXPORT_ENGINES = ("openvino", "onnxruntime")
 
 
 def default_config() -> Path:
@@ -212,6 +215,47 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return summary_command(_load_config(args), args.date, args.json)
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    """Convert the configured checkpoint for a CPU engine (into the cache, or --out)."""
+    from camtrap.inference.checkpoint import ModelError
+    from camtrap.inference.convert import converted_model, export_copy
+
+    cfg = _load_config(args)
+    configured = cfg.model.backend
+    engine = args.backend or (configured.type if configured.type in EXPORT_ENGINES
+                              else "openvino")
+    stored = "int8" if engine == "openvino" and getattr(configured, "int8", False) else "fp32"
+    try:
+        converted = converted_model(cfg.model, engine, stored)
+        folder = export_copy(converted, args.out) if args.out else converted.path
+    except ModelError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        where = args.out or cfg.model.models_dir
+        return _fail(f"{where}: cannot write the exported model: {exc}")
+    print(folder)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Agreement of an engine and precision with torch fp32 on the stored best crops."""
+    from camtrap.inference.checkpoint import ModelError
+    from camtrap.tools.evaluate import evaluate
+
+    cfg = _load_config(args)
+    if args.limit is not None and args.limit < 1:
+        return _fail(f"--limit must be at least 1, got {args.limit}")
+    try:
+        result = evaluate(cfg, args.backend, args.precision, args.limit)
+    except ModelError as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(result.lines()))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from camtrap.inference.checkpoint import ModelError
     from camtrap.tools.benchmark import run_bench
@@ -256,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("video", type=Path)
     sp.add_argument("--out", type=Path, help="write events here instead of stdout")
-    sp.add_argument("--regions-out", type=Path, help="per-frame motion boxes and regions (JSONL)")
+    sp.add_argument("--regions-out", type=Path,
+                    help="per-frame motion boxes, regions, their tracks and which were"
+                    " classified (JSONL)")
     sp.add_argument("--camera", help="camera whose settings to use (default: the first)")
     sp.set_defaults(func=cmd_replay)
 
@@ -269,6 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("fetch-model", help="download the configured model and print its path")
     with_config(sp)
     sp.set_defaults(func=cmd_fetch_model)
+
+    sp = sub.add_parser("export-model", help="convert the model for openvino or onnxruntime "
+                        "(labels and rgb_stats beside it) and print its folder")
+    with_config(sp)
+    sp.add_argument("--backend", choices=EXPORT_ENGINES,
+                    help="default: model.backend when it is one of these, else openvino")
+    sp.add_argument("--out", type=Path, help="copy the files here (default: only the cache "
+                    "under model.models_dir/converted)")
+    sp.set_defaults(func=cmd_export_model)
+
+    sp = sub.add_parser("evaluate", help="agreement of an engine and precision with torch "
+                        "fp32 on the stored best crops")
+    with_config(sp)
+    sp.add_argument("--backend", choices=["torch", "openvino", "onnxruntime", "auto"],
+                    help="default: model.backend")
+    sp.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
+                    help="default: the engine's configured precision")
+    sp.add_argument("--limit", type=int, help="the N newest crops (default: all)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("bench", help="benchmarks (see bench/)")
     sp.add_argument("what", choices=["classifier"])

@@ -92,6 +92,7 @@ def take_snapshot(parts: Parts, started: float) -> StatusSnapshot:
         mqtt_connected=None if pub is None else pub.connected,
         visits_open=parts.tracker.open_visits,
         visit_events=events,
+        mqtt=None if pub is None else pub.health(),
     )
 
 

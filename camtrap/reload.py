@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from camtrap.config.base import ConfigError
 from camtrap.config.loader import load_config
-from camtrap.config.models import CameraConfig, Config, ConfigError, ModelConfig
+from camtrap.config.models import CameraConfig, Config, ModelConfig
 from camtrap.inference.backend import Backend
 from camtrap.inference.checkpoint import ModelError
 from camtrap.visits.tracker import VisitTracker

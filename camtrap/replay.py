@@ -28,13 +28,14 @@ REPLAY_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: stable times, stable vis
 class ReplayStats:
     frames: int = 0
     frames_with_motion: int = 0
-    crops: int = 0
+    regions: int = 0
+    crops: int = 0  # classified: with tracks, only the looks worth taking
     events: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.frames} frames, {self.frames_with_motion} with motion, "
-            f"{self.crops} crops, {self.events} visit events"
+            f"{self.regions} regions, {self.crops} crops classified, {self.events} visit events"
         )
 
 
@@ -47,6 +48,9 @@ def regions_line(result: FrameResult, start_ts: float) -> str:
             "recalibrated": result.motion.recalibrated,
             "motion": [list(b) for b in result.motion.boxes],
             "regions": [list(b) for b in result.regions],
+            # in the regions' order: the track of each, and whether its look was classified
+            "tracks": list(result.track_ids),
+            "classified": list(result.classified),
         }
     )
 
@@ -66,8 +70,8 @@ def replay(
     cam_cfg = cam_cfg.model_copy(
         update={"url": str(video.resolve()), "detect_url": None, "loop": False}
     )
-    tracker = VisitTracker(cfg.visits, backend.labels, cfg.storage.jpeg_quality)
-    processor = FrameProcessor(cam_cfg, cfg.motion, cfg.regions, backend.input_size)
+    tracker = VisitTracker(cfg.visits, backend.labels, cfg.storage.jpeg_quality, cfg.tracks)
+    processor = FrameProcessor(cam_cfg, cfg.motion, cfg.regions, backend.input_size, cfg.tracks)
     capture = Capture(cam_cfg, threading.Event(), realtime=False, start_ts=REPLAY_EPOCH)
     tz = resolve_tz(cfg.schedule.timezone)
     stats = ReplayStats()
@@ -87,6 +91,7 @@ def replay(
         result = processor.process(frame)
         stats.frames += 1
         stats.frames_with_motion += bool(result.motion.boxes)
+        stats.regions += len(result.regions)
         stats.crops += len(result.crops)
         if regions_out is not None:
             regions_out.write(regions_line(result, REPLAY_EPOCH) + "\n")

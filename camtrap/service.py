@@ -36,8 +36,12 @@ from camtrap.storage.store import Store
 from camtrap.systemd import Heartbeat, reloading, sd_notify
 from camtrap.timeutil import resolve_tz
 from camtrap.visits.tracker import VisitTracker
+from camtrap.web.app import WebDeps, WebServer, create_app
+from camtrap.web.exports import Site
 from camtrap.web.health import HealthServer
 from camtrap.web.metrics import Metrics
+from camtrap.web.queries import Reader
+from camtrap.web.reviewer import Reviewer
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +75,12 @@ class Service:
         self.discovery: Discovery | None = None
         self.cameras: list[CameraWorker] = []
         self.jobs: JobRunner | None = None
+        self.files_lock = threading.Lock()  # summary files: the jobs and reviews take turns
         self._active: dict[str, ActiveState] = {}
         self.metrics = Metrics(self.snapshot)
         self.health: HealthServer | None = None
+        self.web: WebServer | None = None
+        self.reviewer: Reviewer | None = None
         self._published_state: dict[str, tuple[object, ...]] = {}
         self._stall = os.environ.get(FAULT_ENV) == "stall-inference"
 
@@ -170,7 +177,8 @@ class Service:
     def _start_jobs(self) -> None:
         self._active.clear()
         self.jobs = JobRunner(self.cfg, self.store, self.topics, publish=self._publish_scheduled,
-                              stats=self.snapshot, on_active=self._on_active_hours)
+                              stats=self.snapshot, on_active=self._on_active_hours,
+                              files_lock=self.files_lock)
         self.jobs.start()
 
     def _on_active_hours(self, camera: str, state: ActiveState) -> None:
@@ -186,6 +194,24 @@ class Service:
                       store=self.store, tracker=self.tracker, publisher=self.publisher,
                       active=lambda: dict(self._active))
         return take_snapshot(parts, self.started)
+
+    # --- the web interface ----------------------------------------------------------------
+
+    def _web_deps(self) -> WebDeps:
+        cfg, cams = self.cfg, [c.name for c in self.cfg.cameras]
+        unknown = cfg.visits.unknown
+        reader = Reader(cfg.storage.state_dir, self.tz,
+                        unknown_label=unknown.label if unknown.enabled else None)
+        self.reviewer = reviewer = Reviewer(
+            self.store, reader, self.tz, topics=self.topics if cfg.mqtt.enabled else None,
+            node=socket.gethostname(), cameras=cams, jpeg_quality=cfg.storage.jpeg_quality,
+            files_lock=self.files_lock, on_review=self.sink.on_review)
+        loc = cfg.location
+        site = Site(latitude=loc.latitude, longitude=loc.longitude) if loc else None
+        return WebDeps(cfg=cfg.web, state_dir=cfg.storage.state_dir, tz=self.tz,
+                       reader=reader, reviewer=reviewer, snapshot=self.snapshot,
+                       metrics=self.metrics, labels=list(self.backend.labels), cameras=cams,
+                       site=site)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -203,10 +229,15 @@ class Service:
         self.inference.start()
         self.cameras = [self._make_camera(c) for c in self.cfg.cameras if c.enabled]
         self._start_jobs()  # pauses cameras outside their active hours before they open
+        if self.cfg.web.enabled:  # a port in use is bad input: it ends the start
+            self.web = WebServer(create_app(self._web_deps()), self.cfg.web.host,
+                                 self.cfg.web.port)
         for cam in self.cameras:
             cam.start()
         if self.health is not None:
             self.health.start()
+        if self.web is not None:
+            self.web.start()
         sd_notify("READY=1")
         log.info("camtrap running: %d camera(s), model: %s", len(self.cameras),
                  self.backend.describe())
@@ -308,6 +339,10 @@ class Service:
         log.info("stopping")
         if self.jobs is not None:
             self.jobs.shutdown()
+        if self.web is not None:
+            self.web.stop()  # no review writes while the rest is flushed
+        if self.reviewer is not None:
+            self.reviewer.close(2.0)
         for cam in self.cameras:
             cam.stop()
         if not self._stall and self.inference.stop(drain_timeout_s=2.0):

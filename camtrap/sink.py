@@ -32,6 +32,7 @@ from camtrap.logs import name_os_thread
 from camtrap.storage.store import Store
 from camtrap.timeutil import local_day, midnight_before
 from camtrap.visits.tracker import VisitEvent
+from camtrap.web.reviewer import ReviewNotice
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,17 @@ class EventSink(threading.Thread):
             return
         since = midnight_before(self.clock(), self.tz)
         self.camera_state[name] = CameraState(visits_today=self._count(name, since))
+
+    def on_review(self, notice: ReviewNotice) -> None:
+        """A review in the web interface changed a camera's count or its latest species:
+        its retained topics follow (called from a web thread)."""
+        with self._lock:
+            state = self.camera_state.get(notice.camera)
+            if state is not None:
+                state.visits_today = notice.visits_today
+        self._retain(notice.camera, "visits_today", str(notice.visits_today).encode())
+        if notice.species_payload is not None:
+            self._retain(notice.camera, "species", notice.species_payload)
 
     def queued(self) -> int:
         return self._queue.qsize()

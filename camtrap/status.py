@@ -98,6 +98,28 @@ class StorageSnapshot:
         }
 
 
+MQTT_STATES = ("connecting", "connected", "unreachable", "no_answer", "tls_error", "refused",
+               "denied")
+
+
+@dataclass(frozen=True)
+class MqttSnapshot:
+    """The broker link as the operator needs it: which fault, in words, and what it holds.
+
+    `state` is one of MQTT_STATES: every state but `connected` means the daemon is retrying
+    with backoff; `denied` is connected, but the broker refuses messages on some topic (ACL).
+    """
+
+    state: str
+    error: str | None  # the fault in words, naming the broker's URL; None while connected
+    protocol: str  # "5" or "3.1.1" (a broker without MQTT 5)
+    held: int  # outbox messages the broker refused, kept for a retry
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "error": self.error, "protocol": self.protocol,
+                "held": self.held}
+
+
 @dataclass(frozen=True)
 class StatusSnapshot:
     uptime_s: float
@@ -108,6 +130,7 @@ class StatusSnapshot:
     mqtt_connected: bool | None  # None: MQTT is switched off
     visits_open: int
     visit_events: dict[str, int] = field(default_factory=dict)  # start/update/end since start
+    mqtt: MqttSnapshot | None = None  # None: MQTT is switched off
 
     def as_dict(self) -> dict[str, Any]:
         """The body of `<prefix>/stats` (less `schema` and `time`) and of `/healthz`."""
@@ -121,6 +144,7 @@ class StatusSnapshot:
             "outbox": self.storage.outbox,
             "storage": self.storage.as_dict(),
             "mqtt_connected": self.mqtt_connected,
+            "mqtt": None if self.mqtt is None else self.mqtt.as_dict(),
             "visits": {"open": self.visits_open, "events": dict(sorted(self.visit_events.items()))},
         }
 
@@ -134,6 +158,10 @@ class StatusSnapshot:
             line += f", storage fault ({self.storage.unstored} events held)"
         if self.mqtt_connected is False:
             line += ", broker disconnected"
+            if self.mqtt is not None and self.mqtt.state != "connecting":
+                line += f" ({self.mqtt.state})"
+        elif self.mqtt is not None and self.mqtt.state == "denied":
+            line += f", broker denies messages ({self.mqtt.held} held)"
         return line
 
 

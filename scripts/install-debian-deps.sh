@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages camtrap needs, only those missing. Usage:
 #   scripts/install-debian-deps.sh run    # to run the daemon: ffmpeg (the sample clip), venv
-#   scripts/install-debian-deps.sh test   # plus mosquitto and the GStreamer RTSP server
+#   scripts/install-debian-deps.sh test   # plus mosquitto, the GStreamer RTSP server and
+#                                         # chromium (the web interface's browser tests)
 set -euo pipefail
 
 run_pkgs=(python3-venv ffmpeg)
 test_pkgs=(mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly systemd)
+  gstreamer1.0-plugins-ugly systemd chromium)
 
 case "${1:-run}" in
   run) wanted=("${run_pkgs[@]}") ;;

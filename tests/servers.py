@@ -105,6 +105,13 @@ class Mosquitto:
     on `tls_port` speaks TLS with a server certificate for 127.0.0.1/localhost signed by a
     fresh CA (`ca_file`). The plain listener on `port` always stays, so a test can watch a
     TLS client's traffic with a plain `MqttRecorder` (same credentials).
+
+    Refusals for broker-fault tests: `acl` is the text of a mosquitto `acl_file` (topic
+    lines before any `user` line are for anonymous clients; `set_acl` changes it while
+    running), `set_password` changes the user's password while running (mosquitto then
+    drops that user's connection), `add_user` adds another user (e.g. for a recorder that a
+    password change must not disconnect). `make_expired_server_cert(broker.dir)` before
+    `start()` makes the TLS listener serve an expired certificate.
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class Mosquitto:
         tls: bool = False,
         port: int | None = None,
         tls_port: int | None = None,
+        acl: str | None = None,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("give both username and password, or neither")
@@ -128,6 +136,7 @@ class Mosquitto:
         self.dir = Path(tempfile.mkdtemp(prefix="camtrap-mosquitto-"))
         self.conf_file = self.dir / "mosquitto.conf"
         self.log_file = self.dir / "mosquitto.log"
+        self.acl_file = self.dir / "acl" if acl is not None else None
         self.ca_file: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._leftovers = _Leftovers(self.dir)
@@ -141,6 +150,8 @@ class Mosquitto:
             )
         if tls:
             self.ca_file = make_tls_certs(self.dir)
+        if self.acl_file is not None and acl is not None:
+            self.acl_file.write_text(acl)
         self._write_config()
 
     @property
@@ -194,6 +205,8 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {self.dir / 'passwd'}"]
         else:
             lines += ["allow_anonymous true"]
+        if self.acl_file is not None:
+            lines += [f"acl_file {self.acl_file}"]
         self.conf_file.write_text("\n".join(lines) + "\n")
 
     def _ports(self) -> list[int]:
@@ -254,6 +267,43 @@ class Mosquitto:
     def kill(self) -> None:
         """Abrupt stop (SIGKILL), like a crashed or unplugged broker."""
         _stop_process(self.proc, signal.SIGKILL)
+
+    def reload(self, timeout: float = 5.0) -> None:
+        """SIGHUP: mosquitto re-reads its password and ACL files; returns once it has."""
+        if self.proc is None or not self.running:
+            raise RuntimeError(f"{self!r} is not running")
+        before = self.log.count("Reloading config")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log.count("Reloading config") == before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mosquitto did not reload in {timeout} s; log:\n{self.log}")
+            time.sleep(0.01)
+        time.sleep(0.05)  # the log line comes first, then the files are read and applied
+
+    def set_acl(self, acl: str) -> None:
+        """Replace the ACL file's text and reload (the broker must have been made with one)."""
+        if self.acl_file is None:
+            raise RuntimeError("Mosquitto(acl=...) was not given an ACL file")
+        self.acl_file.write_text(acl)
+        self.reload()
+
+    def add_user(self, username: str, password: str) -> None:
+        """Another user in the password file (read at start, or at the next reload)."""
+        if self.username is None:
+            raise RuntimeError("Mosquitto(username=...) has no password file")
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(self.dir / "passwd"), username, password],
+            check=True, capture_output=True, timeout=30,
+        )
+
+    def set_password(self, password: str) -> None:
+        """Change the user's password while running: its connected clients are dropped."""
+        if self.username is None:
+            raise RuntimeError("Mosquitto(username=...) has no password file")
+        self.add_user(self.username, password)
+        self.password = password
+        self.reload()
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop, stay down `down_for` seconds, start again on the SAME port(s)."""
@@ -320,6 +370,89 @@ def make_tls_certs(directory: Path) -> Path:
         "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
     )  # fmt: skip
     return d / "ca.crt"
+
+
+def make_expired_server_cert(directory: Path) -> Path:
+    """Replace `server.crt` in a `make_tls_certs` directory with one that expired in 2020,
+    signed by the same CA (`openssl ca` can set past dates; `openssl x509` in 3.0 cannot),
+    so a client that trusts the CA fails on the date alone. Returns its path."""
+    d = Path(directory)
+    (d / "index.txt").write_text("")
+    (d / "serial").write_text("1000\n")
+    (d / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = testca\n"
+        "[testca]\ndatabase = index.txt\nnew_certs_dir = .\ncertificate = ca.crt\n"
+        "private_key = ca.key\nserial = serial\ndefault_md = sha256\npolicy = any\n"
+        "unique_subject = no\n"
+        "[any]\ncommonName = supplied\n"
+    )
+    subprocess.run(
+        ["openssl", "ca", "-batch", "-notext", "-config", "ca.cnf", "-in", "server.csr",
+         "-out", "server.crt", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+         "-extfile", "server.ext"],
+        check=True, capture_output=True, timeout=30, cwd=d,
+    )
+    return d / "server.crt"
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and reads it forever, never
+    answering: a broker whose port is open but whose MQTT never sends a CONNACK (a hung
+    broker, or something else listening on its port). `accepted` counts connections."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server((HOST, 0))
+        self.host = HOST
+        self.port = int(self._sock.getsockname()[1])
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="silent-server", daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ)
+        while not self._stop.is_set():
+            for key, _ in sel.select(timeout=0.1):
+                if key.fileobj is self._sock:
+                    conn, _addr = self._sock.accept()
+                    self.accepted += 1
+                    self._conns.append(conn)
+                    sel.register(conn, selectors.EVENT_READ)
+                    continue
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:  # the client gave up: forget it
+                    sel.unregister(conn)
+                    conn.close()
+        sel.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        for conn in self._conns:
+            conn.close()
+        self._sock.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class RtspServer:

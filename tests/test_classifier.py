@@ -8,6 +8,7 @@ once per entry of BACKENDS: a new engine plugs in by adding its factory there.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +53,32 @@ def _torch(cfg: ModelConfig, max_batch: int) -> Backend:
     return TorchBackend(cfg, max_batch=max_batch)
 
 
-BACKENDS = [pytest.param(_torch, id="torch")]
+def _converted(engine: str) -> BackendFactory:
+    """An engine that runs the converted graph, through the factory, with the tests' torch
+    knobs mapped onto its own options (precision bf16 -> its bf16; onnxruntime has none)."""
+
+    def make(cfg: ModelConfig, max_batch: int) -> Backend:
+        options: dict[str, object] = {"type": engine}
+        if cfg.precision == "bf16":
+            if engine == "onnxruntime":
+                pytest.skip("onnxruntime runs fp32 only")
+            options["precision"] = "bf16"
+        data = {**cfg.model_dump(), "device": "cpu", "precision": "auto", "backend": options}
+        return make_backend(ModelConfig.model_validate(data), max_batch)
+
+    return make
+
+
+def _needs(package: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(importlib.util.find_spec(package) is None,
+                              reason=f"{package} is not installed")
+
+
+BACKENDS = [
+    pytest.param(_torch, id="torch"),
+    pytest.param(_converted("openvino"), id="openvino", marks=_needs("openvino")),
+    pytest.param(_converted("onnxruntime"), id="onnxruntime", marks=_needs("onnxruntime")),
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +92,11 @@ def images() -> np.ndarray:
 
 
 def model_cfg(path: Path, **kw: object) -> ModelConfig:
-    """The checkpoint on the CPU in fp32 with every class in the top-k, unless `kw` differ."""
+    """The checkpoint on the CPU in fp32 with every class in the top-k and no embedding,
+    unless `kw` differ."""
     options: dict[str, object] = {"path": path, "top_k": NUM_CLASSES, "device": "cpu",
-                                  "precision": "fp32"}
+                                  "precision": "fp32", "embedding": False,
+                                  "models_dir": path.parent / "models"}
     options.update(kw)
     return ModelConfig(**options)
 
@@ -133,6 +161,12 @@ def ours_fp32(backend: Backend, images: np.ndarray) -> TopK:
     return predict(backend, images)
 
 
+def fp32_tol(backend: Backend) -> float:
+    """The bound on |dp| against birder at fp32: torch runs birder's own operations (1e-5);
+    a converted graph's fused kernels are held to the issue's 1e-4."""
+    return 1e-5 if isinstance(backend, TorchBackend) else 1e-4
+
+
 def _check_parity(ours: TopK, ref: np.ndarray, tol: float) -> float:
     assert ours.probs.shape == ours.indices.shape == (len(ref), NUM_CLASSES)
     assert ours.probs.dtype == np.float32 and ours.indices.dtype == np.int64
@@ -144,7 +178,7 @@ def _check_parity(ours: TopK, ref: np.ndarray, tol: float) -> float:
 
 def test_parity_with_birder_fp32_cpu(backend: Backend, ours_fp32: TopK,
                                      reference: tuple[np.ndarray, np.ndarray]) -> None:
-    diff = _check_parity(ours_fp32, reference[0], 1e-5)
+    diff = _check_parity(ours_fp32, reference[0], fp32_tol(backend))
     print(f"{backend.describe()} parity over {len(ours_fp32)} crops: max |dp| = {diff:.3g}")
     assert np.all(np.diff(ours_fp32.probs, axis=1) <= 0)  # best first
     assert len(set(ours_fp32.indices[:, 0])) > 1  # the images really differ for the model
@@ -158,7 +192,7 @@ def test_parity_at_other_patch_sizes(build: Callable[..., Backend], small_ckpt: 
     ours = build(patch_size=patch_size)
     assert f"patch {patch_size}" in ours.describe()
     ref, _ = reference_probs(small_ckpt, images[:16], patch_size=patch_size)
-    _check_parity(predict(ours, images[:16]), ref, 1e-5)
+    _check_parity(predict(ours, images[:16]), ref, fp32_tol(ours))
 
 
 def test_embedding_from_the_same_forward(build: Callable[..., Backend], images: np.ndarray,
@@ -170,7 +204,7 @@ def test_embedding_from_the_same_forward(build: Callable[..., Backend], images: 
     assert ours.embedding is not None and ours.embedding.shape == (24, 384)
     assert ours.embedding.dtype == np.float32
     np.testing.assert_allclose(ours.embedding, reference[1][:24], atol=1e-4)
-    _check_parity(ours, reference[0][:24], 1e-5)
+    _check_parity(ours, reference[0][:24], fp32_tol(with_emb))
 
 
 def test_bf16_cpu_keeps_confident_top1(build: Callable[..., Backend], images: np.ndarray,

@@ -123,6 +123,19 @@ def test_replay_writes_visits_and_regions(tmp_path: Path, sample_clip: Path,
     assert 95 <= len(frames) <= 105  # 20 s at detect_fps 5
     moving = [f for f in frames if f["regions"]]
     assert moving and len(moving) < len(frames)  # the clip has quiet stretches
+    for f in frames:  # per region, in its order: its track and whether it was classified
+        assert len(f["tracks"]) == len(f["classified"]) == len(f["regions"])
+        assert all(isinstance(t, int) for t in f["tracks"])
+        assert all(isinstance(c, bool) for c in f["classified"])
+    first_seen: dict[int, int] = {}
+    for f in frames:
+        for t in f["tracks"]:
+            first_seen.setdefault(t, f["frame"])
+    for f in frames:  # a track's first look is always classified
+        for t, c in zip(f["tracks"], f["classified"], strict=True):
+            assert c or first_seen[t] != f["frame"]
+    classified = sum(sum(f["classified"]) for f in frames)
+    assert f"{classified} crops classified" in res.stderr
     # a second replay of the same clip gives the same visits (stable ids and times)
     res2 = camtrap("replay", str(sample_clip), "--config", str(config))
     assert [json.loads(line)["visit_id"] for line in res2.stdout.splitlines()] == [

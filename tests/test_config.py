@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from camtrap.config.base import ConfigError
 from camtrap.config.loader import load_config, parse_config
-from camtrap.config.models import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 MINIMAL = "cameras:\n  - name: feeder\n    url: rtsp://cam.local/stream\n"

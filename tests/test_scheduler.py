@@ -20,8 +20,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from camtrap.comms.payloads import Topics
+from camtrap.config.base import ConfigError
 from camtrap.config.loader import parse_config
-from camtrap.config.models import ActiveHoursConfig, ConfigError, LocationConfig
+from camtrap.config.models import ActiveHoursConfig, LocationConfig
 from camtrap.schedule.active import (
     ActiveState,
     active_state,

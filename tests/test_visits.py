@@ -8,7 +8,7 @@ import pytest
 from camtrap.config.models import VisitsConfig
 from camtrap.inference.backend import Prediction
 from camtrap.motion.regions import Crop
-from camtrap.visits.tracker import VisitEvent, VisitTracker, unknown_names
+from camtrap.visits.tracker import VisitEvent, VisitTracker, unknown_names, visit_id
 
 LABELS = ["Eurasian Hoopoe", "House Sparrow", "Great Tit", "Laughing Dove"]
 T0 = 1_800_000_000.0
@@ -152,3 +152,91 @@ def test_a_wall_clock_jump_neither_ends_nor_holds_open_a_visit(jump_s: float) ->
     (end,) = t.tick(mono0 + 50)  # quiet for 30 s: ended, not hours early or late
     assert end.kind == "end" and end.start_ts == T0 + 0
     assert end.end_ts == T0 + 20 + jump_s  # stamps follow the (corrected) wall clock
+
+
+# --- visits from tracks: a crop with a `track_id` is a look at one bird, and votes ---
+
+
+def look(ts: float, track: int, label: str, score: float, camera: str = "feeder"
+         ) -> Prediction:
+    p = pred(ts, label, score, camera)
+    c = p.crop
+    crop = Crop(c.camera, c.ts, c.frame_seq, c.box, c.frame_size, c.image, track_id=track)
+    return Prediction(crop=crop, top_k=p.top_k)
+
+
+def watch(t: VisitTracker, seq: list[tuple[float, int, str, float]]) -> list[VisitEvent]:
+    return [ev for ts, tr, label, score in seq for ev in t.observe(look(ts, tr, label, score))]
+
+
+def test_one_lucky_look_does_not_name_a_tracked_bird() -> None:
+    """Three confident but different answers about one bird: an unknown bird, not the first
+    species the model happened to say."""
+    t = VisitTracker(cfg(), LABELS)
+    assert watch(t, [(0, 1, "Great Tit", 0.9), (0.2, 1, "House Sparrow", 0.9)]) == []
+    (ev,) = watch(t, [(0.4, 1, "Laughing Dove", 0.9)])
+    assert ev.kind == "start" and ev.unknown and ev.species == "Unknown bird"
+
+
+def test_a_tracked_bird_is_named_by_agreeing_votes_from_its_first_look() -> None:
+    t = VisitTracker(cfg(), LABELS)
+    assert watch(t, [(0, 1, "Great Tit", 0.8), (0.2, 1, "House Sparrow", 0.7)]) == []
+    (ev,) = watch(t, [(0.4, 1, "Great Tit", 0.9)])  # 2 of 3 agree: >= 60%, >= min_hits
+    assert (ev.kind, ev.species, ev.unknown, ev.hits) == ("start", "Great Tit", False, 2)
+    assert ev.start_ts == T0 + 0 and ev.score == pytest.approx(0.9)
+    assert ev.track_ids == (1,) and ev.count == 1 and ev.looks == 3
+    # the visit id is the same contract as before tracks: camera, species, start stamp
+    assert ev.visit_id == visit_id("feeder", "Great Tit", T0 + 0)
+
+
+def test_two_agreeing_looks_start_as_soon_as_without_tracks() -> None:
+    """No added latency to the first event: min_hits looks that agree are enough."""
+    t = VisitTracker(cfg(), LABELS)
+    (ev,) = watch(t, [(0, 1, "Great Tit", 0.9), (0.2, 1, "Great Tit", 0.9)])
+    assert ev.kind == "start" and ev.last_ts == T0 + 0.2
+
+
+def test_two_birds_of_one_species_at_once_are_one_visit_with_count_2() -> None:
+    t = VisitTracker(cfg(), LABELS)
+    seq = [(s / 5, tr, "Great Tit", 0.9) for s in range(0, 50) for tr in (1, 2)]
+    events = watch(t, seq)
+    assert [e.kind for e in events if e.kind != "update"] == ["start"]
+    (end,) = t.flush()
+    assert end.count == 2 and end.track_ids == (1, 2) and end.looks == 100
+
+
+def test_a_bird_that_comes_back_on_a_new_track_is_counted_once() -> None:
+    t = VisitTracker(cfg(), LABELS)
+    watch(t, [(s, 1, "Great Tit", 0.9) for s in range(0, 5)])  # track 1 ends at 4 s
+    watch(t, [(s, 2, "Great Tit", 0.9) for s in range(10, 15)])  # the bird is back: track 2
+    (end,) = t.flush()
+    assert end.count == 1 and end.track_ids == (1, 2) and end.hits == 10
+
+
+def test_a_dissenting_look_keeps_the_visit_open_but_is_no_hit() -> None:
+    t = VisitTracker(cfg(), LABELS)
+    watch(t, [(0, 1, "Great Tit", 0.9), (1, 1, "Great Tit", 0.9), (2, 1, "Great Tit", 0.9)])
+    assert watch(t, [(20, 1, "House Sparrow", 0.95)]) == []  # still 3 of 4: a Great Tit
+    assert t.tick(T0 + 49) == []  # quiet for 29 s since the dissenting look
+    (end,) = t.tick(T0 + 50)
+    assert end.species == "Great Tit" and end.hits == 3 and end.score == pytest.approx(0.9)
+
+
+def test_tracked_visits_are_the_same_on_a_second_replay() -> None:
+    seq = [(s / 5, 1 + (s > 20), "Laughing Dove", 0.7 + s / 200) for s in range(40)]
+    runs = []
+    for _ in range(2):
+        t = VisitTracker(cfg(), LABELS)
+        runs.append([(e.kind, e.visit_id, e.hits, e.track_ids)
+                     for e in watch(t, seq) + t.flush()])
+    assert runs[0] == runs[1] and runs[0][0][0] == "start"
+
+
+def test_event_body_has_count_track_ids_and_looks() -> None:
+    from camtrap.comms.payloads import event_body
+
+    t = VisitTracker(cfg(), LABELS)
+    (ev,) = watch(t, [(0, 7, "Great Tit", 0.9), (0.2, 7, "Great Tit", 0.9)])
+    body = event_body(ev, None, "node")
+    assert (body["count"], body["track_ids"], body["looks"]) == (1, [7], 2)
+    assert body["visit_id"] == ev.visit_id and body["hits"] == 2  # earlier fields unchanged

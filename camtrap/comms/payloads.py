@@ -9,6 +9,7 @@ from typing import Any
 
 from camtrap.status import StatusSnapshot
 from camtrap.timeutil import iso
+from camtrap.visits.reviews import ReviewedVisit
 from camtrap.visits.tracker import VisitEvent
 
 SCHEMA = 1
@@ -50,7 +51,57 @@ def event_body(ev: VisitEvent, tz: tzinfo | None, node: str) -> dict[str, Any]:
         "box": {"x": x, "y": y, "w": w, "h": h},
         "frame": {"width": ev.frame_size[0], "height": ev.frame_size[1]},
         "node": node,
+        "count": ev.count,  # the most birds of the species seen at once
+        "track_ids": list(ev.track_ids),  # the camera's tracks (empty when tracks are off)
+        "looks": ev.looks,  # crops of the visit that went to the classifier
     }
+
+
+def review_body(
+    visit: ReviewedVisit,
+    action: str,
+    previous_species: str,
+    tz: tzinfo | None,
+    node: str,
+) -> dict[str, Any]:
+    """`<prefix>/events` with `type: "review"`: a person's verdict changed a visit. The
+    visit's event fields carry the *effective* species (the reviewed one) and tier;
+    `retracted` is true when the visit no longer counts as a bird (rejected or deleted);
+    `review` says what was done. Same schema as the visit events: only fields were added
+    (`model_species`, `retracted`, `review`), and `frame`, not stored, is left out."""
+    end = visit.end_ts if visit.end_ts is not None else visit.last_ts
+    st = visit.state
+    body: dict[str, Any] = {
+        "schema": SCHEMA,
+        "type": "review",
+        "visit_id": visit.visit_id,
+        "camera": visit.camera,
+        "species": visit.species,
+        "unknown": visit.unknown,
+        "score": round(visit.score, 4),
+        "top_k": [{"species": s, "score": round(p, 4)} for s, p in visit.top_k],
+        "hits": visit.hits,
+        "start_time": iso(visit.start_ts, tz),
+        "last_seen": iso(visit.last_ts, tz),
+        "end_time": iso(visit.end_ts, tz),
+        "duration_s": round(end - visit.start_ts, 2),
+        "model_species": visit.model_species,
+        "retracted": not st.counts,
+        "review": {
+            "status": st.public_status,
+            "species": visit.species,
+            "user": visit.review_user,
+            "time": iso(visit.review_ts, tz),
+            "action": action,
+            "previous_species": previous_species,
+            "keep": st.keep,
+        },
+        "node": node,
+    }
+    if visit.box is not None:
+        x, y, w, h = visit.box
+        body["box"] = {"x": x, "y": y, "w": w, "h": h}
+    return body
 
 
 def to_json(body: dict[str, Any]) -> bytes:
@@ -65,6 +116,21 @@ def last_species_payload(ev: VisitEvent, tz: tzinfo | None) -> bytes:
             "score": round(ev.score, 4),
             "visit_id": ev.visit_id,
             "time": iso(ev.start_ts, tz),
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+def reviewed_species_payload(visit: ReviewedVisit, tz: tzinfo | None) -> bytes:
+    """`<prefix>/<camera>/species` again after a review of the camera's latest visit: the
+    same fields as `last_species_payload`, with the effective species."""
+    return json.dumps(
+        {
+            "species": visit.species,
+            "unknown": visit.unknown,
+            "score": round(visit.score, 4),
+            "visit_id": visit.visit_id,
+            "time": iso(visit.start_ts, tz),
         },
         ensure_ascii=False,
     ).encode()

@@ -13,7 +13,8 @@ from pydantic import (
     ValidationError,
 )
 
-from camtrap.config.models import Config, ConfigError
+from camtrap.config.base import ConfigError
+from camtrap.config.models import Config
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

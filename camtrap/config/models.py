@@ -9,33 +9,22 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from camtrap.config.base import Strict
 from camtrap.config.crontab import crontab_fields
+from camtrap.config.web import WebConfig
 
 DEFAULT_MODEL = "flexivit_reg1_s16_rms_ls_dino-v2-il-all"
 FLEXIVIT_PATCH_SIZES = (10, 12, 15, 16, 20, 24, 30, 40)
 SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
-class ConfigError(Exception):
-    """A config that cannot be used; `problems` are lines like `cameras[1].url: reason`."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = tuple[Fraction, Fraction]
 
@@ -173,6 +162,113 @@ class RegionsConfig(Strict):
     merge_gap: float = Field(default=0.02, ge=0, le=0.5)
 
 
+class TracksConfig(Strict):
+    """Regions followed across frames (one id per bird) and sampled for the classifier: a
+    track's first looks go at once, later ones only when better or as a refresh."""
+
+    enabled: bool = True
+    max_gap_s: float = Field(default=3.0, gt=0, le=60)  # a track survives this long unseen
+    max_jump: float = Field(default=1.0, gt=0, le=10)  # centre moved, in region sides
+    min_iou: float = Field(default=0.1, ge=0, le=1)  # or overlaps its prediction this much
+    first_looks: int = Field(default=3, ge=1, le=100)  # classified at once, frame by frame
+    refresh_s: float = Field(default=2.0, gt=0, le=3600)  # then a look at least this often,
+    refresh_max_s: float = Field(default=10.0, gt=0, le=3600)  # doubling up to this
+    better_interval_s: float = Field(default=1.0, ge=0, le=3600)  # a better look, at most
+    larger: float = Field(default=1.25, ge=1, le=10)  # better: this much larger (side),
+    sharper: float = Field(default=1.5, ge=1, le=100)  # or this much sharper (Laplacian)
+    max_offset: float = Field(default=0.25, ge=0, le=1)  # bird off its region's centre
+    agree: float = Field(default=0.6, gt=0, le=1)  # votes a track's species needs
+
+    @model_validator(mode="after")
+    def _refresh_range(self) -> TracksConfig:
+        if self.refresh_s > self.refresh_max_s:
+            raise ValueError(
+                f"refresh_s ({self.refresh_s}) must not exceed refresh_max_s "
+                f"({self.refresh_max_s})"
+            )
+        return self
+
+
+class TorchBackendConfig(Strict):
+    """birder's network in torch (the reference engine, CPU or CUDA); its options are the
+    model-level keys device, precision, compile and threads, as before backends existed."""
+
+    type: Literal["torch"] = "torch"
+
+
+class OpenVINOBackendConfig(Strict):
+    """Intel OpenVINO: the fastest CPU engine measured (bench/RESULTS.md), also Intel iGPUs.
+
+    precision: fp32 is exact against birder; bf16 where the CPU has it natively (AVX512-BF16,
+    AMX), else fp32 with a warning; auto is bf16 where native, else fp32.
+    int8: opt-in only, post-training quantised; check it with `camtrap evaluate` first.
+    hint: throughput runs independent single-thread streams (a batch is split across them),
+    which also holds up best beside other busy processes; latency uses every core on one
+    request.
+    """
+
+    type: Literal["openvino"]
+    device: str = "CPU"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    int8: bool = False
+    hint: Literal["throughput", "latency"] = "throughput"
+    threads: int = Field(default=0, ge=0, le=256)  # 0: the hint's choice
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip().upper()
+            if not re.fullmatch(r"CPU|GPU(\.\d+)?|AUTO", v):
+                raise ValueError(f"must be CPU, GPU, GPU.N or AUTO, got {v!r}")
+        return v
+
+
+class OnnxRuntimeBackendConfig(Strict):
+    """ONNX Runtime on the CPU: a smaller dependency than OpenVINO, fp32 only."""
+
+    type: Literal["onnxruntime"]
+    precision: Literal["fp32"] = "fp32"
+    threads: int = Field(default=0, ge=0, le=256)  # 0: one per physical core
+
+
+class AutoBackendConfig(Strict):
+    """The fastest engine available for the device, chosen at start and logged: torch on
+    CUDA (with model.precision); on a CPU openvino if importable, else onnxruntime, else
+    torch, at `precision` (fp32, bf16 or auto as for openvino)."""
+
+    type: Literal["auto"]
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+
+
+BACKEND_TYPES = ("torch", "openvino", "onnxruntime", "auto")  # "remote" will join them
+
+
+def _backend_tag(v: object) -> str | None:
+    """The union member for a `model.backend` value. Tags are bracketed so that error paths
+    read model.backend.<option> (the loader drops bracketed parts of a location)."""
+    kind = v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
+    return f"[{kind}]" if kind in BACKEND_TYPES else None
+
+
+BackendConfig = Annotated[
+    Annotated[TorchBackendConfig, Tag("[torch]")]
+    | Annotated[OpenVINOBackendConfig, Tag("[openvino]")]
+    | Annotated[OnnxRuntimeBackendConfig, Tag("[onnxruntime]")]
+    | Annotated[AutoBackendConfig, Tag("[auto]")],
+    Discriminator(
+        _backend_tag,
+        custom_error_type="backend_type",
+        custom_error_message=f"needs a type: one of {', '.join(BACKEND_TYPES)}",
+    ),
+]
+# The model-level keys only the torch engine reads, with the values that mean "not set".
+TORCH_ONLY_DEFAULTS: dict[str, tuple[object, ...]] = {
+    "device": ("auto", "cpu"), "precision": ("auto", "fp32"), "compile": (False,),
+    "threads": (0,),
+}
+
+
 class ModelConfig(Strict):
     name: str = DEFAULT_MODEL
     path: Path | None = None
@@ -187,6 +283,38 @@ class ModelConfig(Strict):
     threads: int = Field(default=0, ge=0, le=256)
     top_k: int = Field(default=5, ge=1, le=20)
     embedding: bool = True  # stored with each visit: the web interface's similar visits
+    # Last: its validator reads the torch keys above (a validator sees the fields before it).
+    backend: BackendConfig = TorchBackendConfig()
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_shorthand(cls, v: object) -> object:
+        """`backend: openvino` is `backend: {type: openvino}` with every option defaulted."""
+        if isinstance(v, str):
+            v = {"type": v}
+        kind = v.get("type") if isinstance(v, dict) else None
+        if kind is not None and kind not in BACKEND_TYPES:
+            raise ValueError(f"unknown type {kind!r}: one of {', '.join(BACKEND_TYPES)}")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _torch_keys_stay_torch(cls, v: BackendConfig, info: ValidationInfo) -> BackendConfig:
+        """model.device/precision/compile/threads are the torch engine's: set for an engine
+        that would ignore them, they are an error rather than a silent no-op."""
+        if v.type not in ("openvino", "onnxruntime"):
+            return v
+        data = info.data
+        ignored = [
+            f"model.{key} is {data[key]!r}" for key, default in TORCH_ONLY_DEFAULTS.items()
+            if key in data and data[key] not in default
+        ]
+        if ignored:
+            raise ValueError(
+                f"{', '.join(ignored)}: the torch engine's option, ignored by {v.type}; "
+                f"remove it (the {v.type} options are under model.backend)"
+            )
+        return v
 
     @field_validator("patch_size")
     @classmethod
@@ -351,6 +479,7 @@ class Config(Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
     motion: MotionConfig = MotionConfig()
     regions: RegionsConfig = RegionsConfig()
+    tracks: TracksConfig = TracksConfig()
     model: ModelConfig = ModelConfig()
     batching: BatchingConfig = BatchingConfig()
     visits: VisitsConfig = VisitsConfig()
@@ -360,6 +489,7 @@ class Config(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
+    web: WebConfig = WebConfig()
     # Where the cameras are, for active hours relative to sunrise/sunset.
     location: LocationConfig | None = Field(default=None, validate_default=True)
 

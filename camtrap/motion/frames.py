@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig
+from camtrap.config.models import CameraConfig, MotionConfig, RegionsConfig, TracksConfig
 from camtrap.motion.detector import MotionDetector, MotionResult
+from camtrap.motion.looks import LookState, decide, measure
 from camtrap.motion.regions import Box, Crop, context_jpeg, cut_crop, plan_regions, scale_boxes
+from camtrap.motion.tracks import Tracks, associate
 from camtrap.video.capture import Frame
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,9 @@ class FrameResult:
     frame: Frame
     motion: MotionResult  # boxes in full-resolution (main stream) pixels
     regions: list[Box]  # square regions in full-resolution pixels
-    crops: list[Crop]
+    crops: list[Crop]  # the crops to classify: with tracks, only the looks worth taking
+    track_ids: list[int | None] = field(default_factory=list)  # per region, same order
+    classified: list[bool] = field(default_factory=list)  # per region: its crop is in `crops`
 
 
 def effective_motion(camera: CameraConfig, motion: MotionConfig) -> MotionConfig:
@@ -47,7 +51,12 @@ class FrameProcessor:
     """
 
     def __init__(
-        self, camera: CameraConfig, motion: MotionConfig, regions: RegionsConfig, input_size: int
+        self,
+        camera: CameraConfig,
+        motion: MotionConfig,
+        regions: RegionsConfig,
+        input_size: int,
+        tracks: TracksConfig | None = None,
     ) -> None:
         self.camera = camera
         self.motion_cfg = effective_motion(camera, motion)
@@ -56,6 +65,11 @@ class FrameProcessor:
         masks = [[(float(x), float(y)) for x, y in m] for m in camera.masks]
         self.detector = MotionDetector(self.motion_cfg, masks)
         self.crops_from_detect = 0  # crops cut from the detect frame: main stream had none
+        # None or disabled: every region's crop is classified, as before tracks existed.
+        self.tracks_cfg = tracks if tracks is not None and tracks.enabled else None
+        self.tracks = Tracks()
+        self.looks: dict[int, LookState] = {}
+        self.looks_skipped = 0  # regions whose look was not worth a forward pass
 
     def process(self, frame: Frame) -> FrameResult:
         motion = self.detector.detect(frame.image, frame.clock)
@@ -65,10 +79,39 @@ class FrameProcessor:
             boxes = scale_boxes(motion.boxes, fw / dw, fh / dh, (fw, fh))
             motion = dataclasses.replace(motion, boxes=boxes)
         regions = plan_regions(motion.boxes, fw, fh, self.regions_cfg)
-        crops = self._crops(frame, regions) if regions else []
-        return FrameResult(frame, motion, regions, crops)
+        if self.tracks_cfg is None:
+            crops = self._crops(frame, regions, [None] * len(regions)) if regions else []
+            return FrameResult(frame, motion, regions, crops, [None] * len(regions),
+                               [True] * len(regions))
+        return self._sample(frame, motion, regions, self.tracks_cfg)
 
-    def _crops(self, frame: Frame, regions: list[Box]) -> list[Crop]:
+    def _sample(
+        self, frame: Frame, motion: MotionResult, regions: list[Box], cfg: TracksConfig
+    ) -> FrameResult:
+        """Regions -> tracks -> the looks worth classifying (see `camtrap.motion.looks`)."""
+        self.tracks, ids = associate(self.tracks, regions, frame.clock, cfg)
+        alive = {t.id for t in self.tracks.tracks}
+        self.looks = {k: v for k, v in self.looks.items() if k in alive}
+        if not regions:
+            return FrameResult(frame, motion, regions, [], [], [])
+        crops = self._crops(frame, regions, list(ids))
+        sent: list[bool] = []
+        for crop, tid in zip(crops, ids, strict=True):
+            look = measure(crop.box, motion.boxes, frame.size, crop.image)
+            go, self.looks[tid] = decide(self.looks.get(tid), look, frame.clock, cfg)
+            sent.append(go)
+        self.looks_skipped += sent.count(False)
+        chosen = [c for c, go in zip(crops, sent, strict=True) if go]
+        return FrameResult(frame, motion, regions, chosen, list(ids), sent)
+
+    def reset(self) -> None:
+        """The scene will have changed (a pause): motion starts afresh, tracks end. Ids go
+        on counting, so an id never names two birds."""
+        self.detector.reset()
+        self.tracks = Tracks((), self.tracks.next_id)
+        self.looks.clear()
+
+    def _crops(self, frame: Frame, regions: list[Box], ids: list[int | None]) -> list[Crop]:
         fw, fh = frame.size
         source: np.ndarray | None = frame.full_image()
         cut = regions
@@ -90,7 +133,8 @@ class FrameProcessor:
                 image=cut_crop(source, c, self.input_size),
                 context_jpeg=context,
                 mono=frame.mono,
+                track_id=tid,
             )
-            for region, c in zip(regions, cut, strict=True)
+            for region, c, tid in zip(regions, cut, ids, strict=True)
         ]
 

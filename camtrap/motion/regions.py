@@ -27,6 +27,7 @@ class Crop:
     image: np.ndarray  # (S, S, 3) uint8 RGB, S = model input size
     context_jpeg: bytes | None = field(default=None, repr=False)  # the frame, downscaled
     mono: float | None = None  # the frame's monotonic time; None: `ts` is one (files, tests)
+    track_id: int | None = None  # the bird it shows (per camera); None: tracks are off
 
     @property
     def clock(self) -> float:

@@ -58,6 +58,23 @@ class RetentionResult:
     rolled_up_days: int = 0
 
 
+def _hours_of(day: date, start: datetime, end: datetime, tz: Any) -> list[tuple[int, float]]:
+    """Seconds of [start, end) in each local hour of `day` (an hour repeated when clocks go
+    back counts into one slot)."""
+    out: dict[int, float] = {}
+    lo, hi = day_bounds(day, tz)
+    t, stop = max(start.timestamp(), lo), min(end.timestamp(), hi)
+    while t < stop:
+        here = datetime.fromtimestamp(t, tz)
+        nxt = min(stop, (here.replace(minute=0, second=0, microsecond=0)
+                         + timedelta(hours=1)).timestamp())
+        if nxt <= t:  # pragma: no cover - a zone with sub-hour offsets changes
+            nxt = stop
+        out[here.hour] = out.get(here.hour, 0.0) + (nxt - t)
+        t = nxt
+    return sorted(out.items())
+
+
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(json|md|jpg)$")
 
 
@@ -74,6 +91,7 @@ class JobRunner:
         stats: Callable[[], StatusSnapshot] | None = None,
         on_active: Callable[[str, ActiveState], None] | None = None,
         clock: Callable[[], datetime] | None = None,
+        files_lock: threading.Lock | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -96,12 +114,19 @@ class JobRunner:
         )
         self.startup_done = threading.Event()
         self.active: dict[str, ActiveState] = {}
-        self._files = threading.Lock()  # summaries and retention: one at a time
+        # summaries, retention and reviews' re-renders: one at a time; the service's lock
+        # outlives a reload that restarts the jobs
+        self._files = files_lock or threading.Lock()
         self._stopping = threading.Event()
         self._last_sample: datetime | None = None
 
     def now(self) -> datetime:
         return self.clock().astimezone(self.tz)
+
+    @property
+    def files_lock(self) -> threading.Lock:
+        """Held while summary files or retention change: a review's re-render takes it."""
+        return self._files
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -317,6 +342,10 @@ class JobRunner:
                     secs if connected else 0.0,
                     0.0 if paused else secs,
                     secs if paused else 0.0,
+                    [
+                        (h, s if connected else 0.0, 0.0 if paused else s, s if paused else 0.0)
+                        for h, s in _hours_of(day, now - timedelta(seconds=span), now, self.tz)
+                    ],
                 )
 
     def update_active_hours(self) -> dict[str, ActiveState]:
@@ -381,19 +410,29 @@ class JobRunner:
 
     def _sweep_crop_dirs(self, before: date) -> int:
         """Day folders of crops (named by the system's local date, hence a day's margin)
-        older than `before`: what is left in them belongs to no kept visit."""
+        older than `before`: what is left in them belongs to no stored visit, except the
+        files of visits a reviewer kept (exempt from retention), which stay."""
         removed = 0
         crops_dir = self.store.crops_dir
         if not crops_dir.is_dir():
             return 0
+        kept = {self.store.state_dir / f for f in self.store.kept_files()}
         for sub in crops_dir.iterdir():
             try:
                 day = date.fromisoformat(sub.name)
             except ValueError:
                 continue
-            if sub.is_dir() and day < before:
-                removed += sum(1 for p in sub.iterdir() if p.is_file())
+            if not (sub.is_dir() and day < before):
+                continue
+            files = [p for p in sub.iterdir() if p.is_file()]
+            if not any(p in kept for p in files):
+                removed += len(files)
                 shutil.rmtree(sub, ignore_errors=True)
+                continue
+            for p in files:
+                if p not in kept:
+                    p.unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     def _delete_summaries(self, before: date) -> int:

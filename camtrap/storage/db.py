@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "camtrap.sqlite3"
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -77,10 +77,12 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE visits ADD COLUMN context_file TEXT;
     """,
     # Reviews (camtrap/visits/reviews.py): a person's verdict beside the model's. The
-    # effective species is COALESCE(reviewed_species, species), a virtual column with its
-    # own index; deleting is soft (deleted_ts) until retention, and `keep` exempts a visit
-    # from retention. `reviews` is the history (it outlives its visits: the per-species
-    # accuracy reads it); model_species is what the model said when the review was made.
+    # effective species is COALESCE(reviewed_species, species), indexed as an expression
+    # (queries spell it so: store.EFFECTIVE_SPECIES); deleting is soft (deleted_ts) until
+    # retention, and `keep` exempts a visit from retention. `reviews` is the history (it
+    # outlives its visits: the per-species accuracy reads it); model_species is what the
+    # model said when the review was made. frame_size ([w, h], JSON) places the box on
+    # the context frame.
     4: """
     ALTER TABLE visits ADD COLUMN status TEXT NOT NULL DEFAULT 'unreviewed';
     ALTER TABLE visits ADD COLUMN reviewed_species TEXT;
@@ -88,8 +90,7 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE visits ADD COLUMN deleted_ts REAL;
     ALTER TABLE visits ADD COLUMN review_ts REAL;
     ALTER TABLE visits ADD COLUMN review_user TEXT;
-    ALTER TABLE visits ADD COLUMN eff_species TEXT
-        GENERATED ALWAYS AS (COALESCE(reviewed_species, species)) VIRTUAL;
+    ALTER TABLE visits ADD COLUMN frame_size TEXT;
     CREATE TABLE reviews (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,
         visit_id      TEXT NOT NULL,
@@ -104,10 +105,29 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX reviews_visit ON reviews (visit_id, id);
     CREATE INDEX reviews_model_species ON reviews (model_species);
     CREATE INDEX visits_status_start ON visits (status, start_ts);
-    CREATE INDEX visits_eff_species_start ON visits (eff_species, start_ts);
+    CREATE INDEX visits_eff_species_start
+        ON visits (COALESCE(reviewed_species, species), start_ts);
     CREATE INDEX visits_camera_start ON visits (camera, start_ts);
     CREATE INDEX visits_deleted ON visits (deleted_ts) WHERE deleted_ts IS NOT NULL;
     CREATE INDEX visits_kept ON visits (start_ts) WHERE keep = 1;
+    """,
+    # camera_uptime by local hour, so the web day grid tells "no birds" from "not
+    # watching" hour by hour (camera_uptime keeps the day's totals for the summary); and a
+    # covering index of the visits that count by effective species, so a species page or
+    # a species list reads no table rows (spelt as store.COUNTED and EFFECTIVE_SPECIES).
+    5: """
+    CREATE TABLE camera_uptime_hours (
+        day            TEXT NOT NULL,
+        hour           INTEGER NOT NULL,
+        camera         TEXT NOT NULL,
+        seconds_up     REAL NOT NULL DEFAULT 0,
+        seconds_total  REAL NOT NULL DEFAULT 0,
+        seconds_paused REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, hour, camera)
+    );
+    CREATE INDEX visits_counted_species
+        ON visits (COALESCE(reviewed_species, species), start_ts, camera, best_score, visit_id)
+        WHERE deleted_ts IS NULL AND status != 'rejected';
     """,
 }
 

@@ -28,10 +28,23 @@ from camtrap.storage.db import (
     connect_readonly,
     transaction,
 )
+from camtrap.storage.reviewing import (
+    COUNTED,
+    EFFECTIVE_SPECIES,
+    EFFECTIVE_UNKNOWN,
+    REVIEWED_COLUMNS,
+    ReviewMessages,
+    apply_reviews,
+    reviewed_visit,
+)
 from camtrap.timeutil import resolve_tz
+from camtrap.visits import reviews
+from camtrap.visits.reviews import ReviewedVisit, ReviewOutcome
 from camtrap.visits.tracker import VisitEvent
 
 __all__ = [
+    "COUNTED",
+    "EFFECTIVE_SPECIES",
     "SCHEMA_VERSION",
     "_MIGRATIONS",
     "OutboxMessage",
@@ -99,6 +112,12 @@ _VISIT_COLUMNS = (
     " crop_file"
 )
 _ROLLUP_COLUMNS = "day, camera, species, unknown, visits, hits, best_score, first_ts, last_ts"
+# Reviews (schema 4, storage/reviewing.py): summaries, rollups and counts read the visits
+# that count as birds (COUNTED) under their effective species and tier.
+_EFFECTIVE_COLUMNS = (
+    f"visit_id, camera, {EFFECTIVE_SPECIES} AS species, {EFFECTIVE_UNKNOWN} AS unknown,"
+    " start_ts, last_ts, end_ts, best_score, hits, top_k, crop_file"
+)
 
 
 def _visit_row(r: sqlite3.Row) -> VisitRow:
@@ -200,12 +219,14 @@ class Store:
         now = time.time()
         with self._tx() as db:
             db.execute(
-                f"""INSERT INTO visits ({_VISIT_COLUMNS}, box, embedding, context_file)
+                f"""INSERT INTO visits ({_VISIT_COLUMNS}, box, embedding, context_file,
+                  frame_size)
                 VALUES (:visit_id, :camera, :species, :unknown, :start_ts, :last_ts, :end_ts,
-                  :best_score, :hits, :top_k, :crop_file, :box, :embedding, :context_file)
+                  :best_score, :hits, :top_k, :crop_file, :box, :embedding, :context_file,
+                  :frame_size)
                 ON CONFLICT (visit_id) DO UPDATE SET last_ts=excluded.last_ts,
                   end_ts=excluded.end_ts, best_score=excluded.best_score, hits=excluded.hits,
-                  top_k=excluded.top_k, box=excluded.box,
+                  top_k=excluded.top_k, box=excluded.box, frame_size=excluded.frame_size,
                   crop_file=COALESCE(excluded.crop_file, crop_file),
                   embedding=COALESCE(excluded.embedding, embedding),
                   context_file=COALESCE(excluded.context_file, context_file)""",
@@ -222,6 +243,7 @@ class Store:
                     "top_k": json.dumps(event.top_k),
                     "crop_file": crop_file,
                     "box": json.dumps(event.box),
+                    "frame_size": json.dumps(event.frame_size),
                     "embedding": embedding,
                     "context_file": context_file,
                 },
@@ -293,7 +315,12 @@ class Store:
     def visits_between(
         self, start_ts: float, end_ts: float, camera: str | None = None
     ) -> list[VisitRow]:
-        sql = f"SELECT {_VISIT_COLUMNS} FROM visits WHERE start_ts >= ? AND start_ts < ?"
+        """Visits that count as birds (not deleted, not rejected) with their effective
+        species and tier: what summaries, rollups and retention's rollups read."""
+        sql = (
+            f"SELECT {_EFFECTIVE_COLUMNS} FROM visits WHERE start_ts >= ? AND start_ts < ?"
+            f" AND {COUNTED}"
+        )
         args: list[object] = [start_ts, end_ts]
         if camera is not None:
             sql += " AND camera = ?"
@@ -304,7 +331,8 @@ class Store:
 
     def count_visits(self, camera: str, since_ts: float) -> int:
         return self._value(
-            "SELECT COUNT(*) AS value FROM visits WHERE camera = ? AND start_ts >= ?",
+            f"SELECT COUNT(*) AS value FROM visits WHERE camera = ? AND start_ts >= ?"
+            f" AND {COUNTED}",
             (camera, since_ts),
         )
 
@@ -312,7 +340,8 @@ class Store:
 
     def visit_count_between(self, start_ts: float, end_ts: float) -> int:
         return self._value(
-            "SELECT COUNT(*) AS value FROM visits WHERE start_ts >= ? AND start_ts < ?",
+            f"SELECT COUNT(*) AS value FROM visits WHERE start_ts >= ? AND start_ts < ?"
+            f" AND {COUNTED}",
             (start_ts, end_ts),
         )
 
@@ -320,9 +349,9 @@ class Store:
         """(camera, species, visits) that started in [start_ts, end_ts): the digest."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT camera, species, COUNT(*) AS visits FROM visits"
-                " WHERE start_ts >= ? AND start_ts < ?"
-                " GROUP BY camera, species ORDER BY camera, species",
+                f"SELECT camera, {EFFECTIVE_SPECIES} AS species, COUNT(*) AS visits"
+                f" FROM visits WHERE start_ts >= ? AND start_ts < ? AND {COUNTED}"
+                " GROUP BY camera, 2 ORDER BY camera, 2",
                 (start_ts, end_ts),
             ).fetchall()
         return [(r["camera"], r["species"], r["visits"]) for r in rows]
@@ -332,8 +361,9 @@ class Store:
         `before_ts`, from visits and from rollups of deleted visits; None: never seen."""
         with self._lock:
             a = self._db.execute(
-                "SELECT MAX(start_ts) AS value FROM visits WHERE species = ? AND start_ts < ?"
-                " AND unknown = 0",
+                f"SELECT MAX(start_ts) AS value FROM visits WHERE {EFFECTIVE_SPECIES} = ?"
+                f" AND start_ts < ? AND {COUNTED}"
+                " AND (unknown = 0 OR reviewed_species IS NOT NULL)",
                 (species, before_ts),
             ).fetchone()["value"]
             b = self._db.execute(
@@ -345,7 +375,8 @@ class Store:
         return max(seen) if seen else None
 
     def oldest_visit_ts(self) -> float | None:
-        return self._value("SELECT MIN(start_ts) AS value FROM visits")
+        """The oldest visit retention may delete (kept visits are exempt)."""
+        return self._value("SELECT MIN(start_ts) AS value FROM visits WHERE keep = 0")
 
     def replace_rollups(self, day: str, rows: list[RollupRow]) -> None:
         """The day's rollups become `rows` (a day is always rolled up whole)."""
@@ -366,7 +397,17 @@ class Store:
             ).fetchall()
         return [_rollup_row(r) for r in rows]
 
-    def add_uptime(self, day: str, camera: str, up: float, total: float, paused: float) -> None:
+    def add_uptime(
+        self,
+        day: str,
+        camera: str,
+        up: float,
+        total: float,
+        paused: float,
+        hours: Sequence[tuple[int, float, float, float]] = (),
+    ) -> None:
+        """Add seconds to a camera's day; `hours` splits them by local hour (hour, up,
+        total, paused) for the web day grid's down and paused hours."""
         with self._tx() as db:
             db.execute(
                 """INSERT INTO camera_uptime
@@ -377,6 +418,16 @@ class Store:
                   seconds_total = seconds_total + excluded.seconds_total,
                   seconds_paused = seconds_paused + excluded.seconds_paused""",
                 (day, camera, up, total, paused),
+            )
+            db.executemany(
+                """INSERT INTO camera_uptime_hours
+                  (day, hour, camera, seconds_up, seconds_total, seconds_paused)
+                VALUES (?,?,?,?,?,?)
+                ON CONFLICT (day, hour, camera) DO UPDATE SET
+                  seconds_up = seconds_up + excluded.seconds_up,
+                  seconds_total = seconds_total + excluded.seconds_total,
+                  seconds_paused = seconds_paused + excluded.seconds_paused""",
+                [(day, h, camera, u, t, p) for h, u, t, p in hours],
             )
 
     def uptime(self, day: str) -> dict[str, Uptime]:
@@ -394,31 +445,107 @@ class Store:
     def _crop_files_before(self, db: sqlite3.Connection, ts: float) -> list[str]:
         """Every image file of the visits that started before `ts` (crops, context frames)."""
         rows = db.execute(
-            "SELECT crop_file, context_file FROM visits WHERE start_ts < ?"
+            "SELECT crop_file, context_file FROM visits WHERE start_ts < ? AND keep = 0"
             " AND (crop_file IS NOT NULL OR context_file IS NOT NULL)", (ts,)
         )
         return [f for r in rows for f in (r["crop_file"], r["context_file"]) if f]
 
     def delete_visits_before(self, ts: float) -> tuple[int, int]:
-        """Delete visits that started before `ts` and their crop files; returns (visits,
-        crop files). Rows go first: a crash in between leaves orphan files, which the crop
-        sweep removes, never rows that point at missing files."""
+        """Delete visits that started before `ts` and their crop files, soft-deleted ones
+        included, kept ones not; returns (visits, crop files). Rows go first: a crash in
+        between leaves orphan files, which the crop sweep removes, never rows that point
+        at missing files."""
         with self._tx() as db:
             files = self._crop_files_before(db, ts)
-            n = db.execute("DELETE FROM visits WHERE start_ts < ?", (ts,)).rowcount
+            n = db.execute("DELETE FROM visits WHERE start_ts < ? AND keep = 0", (ts,)).rowcount
         return n, self._crops.unlink(files)
 
     def delete_crops_before(self, ts: float) -> int:
-        """Delete the crop files of visits that started before `ts`; the visits stay."""
+        """Delete the crop files of visits that started before `ts` (not kept ones); the
+        visits stay."""
         with self._tx() as db:
             files = self._crop_files_before(db, ts)
             db.execute(
                 "UPDATE visits SET crop_file = NULL, context_file = NULL WHERE start_ts < ?"
-                " AND (crop_file IS NOT NULL OR context_file IS NOT NULL)",
+                " AND keep = 0 AND (crop_file IS NOT NULL OR context_file IS NOT NULL)",
                 (ts,),
             )
         return self._crops.unlink(files)
 
     def delete_uptime_before(self, day: str) -> int:
         with self._tx() as db:
+            db.execute("DELETE FROM camera_uptime_hours WHERE day < ?", (day,))
             return db.execute("DELETE FROM camera_uptime WHERE day < ?", (day,)).rowcount
+
+    def kept_files(self) -> set[str]:
+        """Image files of kept visits, relative to the state directory: the crop sweep of
+        old day folders leaves these."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT crop_file, context_file FROM visits WHERE keep = 1"
+            ).fetchall()
+        return {f for r in rows for f in (r["crop_file"], r["context_file"]) if f}
+
+    # --- reviews (camtrap/visits/reviews.py, camtrap/web/reviewer.py) --------------------
+
+    def review(
+        self,
+        visit_id: str,
+        action: str,
+        species: str | None = None,
+        user: str | None = None,
+        note: str | None = None,
+        *,
+        now: float | None = None,
+        messages: ReviewMessages | None = None,
+    ) -> ReviewOutcome:
+        """Apply one review: the visit's row, a `reviews` row and the messages
+        `messages(outcome)` makes (the MQTT `review` event) in one transaction, so a review
+        is either everywhere or nowhere. Raises KeyError for an unknown visit and
+        ReviewError for a review the rules refuse (nothing is written then)."""
+        outcomes, failed = self.review_many([visit_id], action, species, user, note, now=now,
+                                            messages=messages)
+        if failed:
+            raise failed[visit_id]
+        return outcomes[0]
+
+    def review_many(
+        self,
+        visit_ids: Sequence[str],
+        action: str,
+        species: str | None = None,
+        user: str | None = None,
+        note: str | None = None,
+        *,
+        now: float | None = None,
+        messages: ReviewMessages | None = None,
+    ) -> tuple[list[ReviewOutcome], dict[str, Exception]]:
+        """The same review on many visits in one transaction (with the day's rollups, see
+        reviewing.py). A visit the rules refuse (or that does not exist) is left as it is
+        and reported; the others are applied."""
+        reviews.check(action, species, note)
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            done, failed = apply_reviews(db, self.tz, visit_ids, action, species, user, note,
+                                         now, time.time(), messages)
+            if messages is not None and done:
+                self._bound_outbox(db)
+        return done, failed
+
+    def latest_visit_id(self, camera: str) -> str | None:
+        """The camera's latest visit (by start) that counts as a bird: the one its
+        retained `species` topic shows."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT visit_id FROM visits WHERE camera = ? AND {COUNTED}"
+                " ORDER BY start_ts DESC, visit_id DESC LIMIT 1",
+                (camera,),
+            ).fetchone()
+        return None if row is None else row["visit_id"]
+
+    def reviewed_visit(self, visit_id: str) -> ReviewedVisit | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {REVIEWED_COLUMNS} FROM visits WHERE visit_id = ?", (visit_id,)
+            ).fetchone()
+        return None if row is None else reviewed_visit(row)

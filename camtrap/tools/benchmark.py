@@ -1,17 +1,21 @@
 """Classifier throughput and latency: ours vs birder's model-card path, side by side.
 
     camtrap bench classifier [--device cpu] [--patch 16 24] [--batch 16] [--seconds 5]
+                             [--backend torch openvino onnxruntime]
     python -m bench.classifier --checkpoint models/flexivit_...pt --json
 
-In one process, on the same images and the same weights:
-  reference   birder.classification_transform + birder.inference.classification.infer_image,
-              one PIL image at a time, fp32 (what the model card shows)
-  ours b1     the torch backend (TorchBackend) on one crop
-  ours bN     the torch backend on --batch crops
-  ours 4 cams four camera threads feeding CropQueue -> InferenceWorker at 1.25x capacity
-              (the daemon's real path, drops and all); latency is put -> sink per crop
+In one process, on the same images and the same weights, interleaved in rounds:
+  reference     birder.classification_transform + birder.inference.classification.infer_image,
+                one PIL image at a time, fp32 (what the model card shows)
+  <engine> b1   each engine (torch, and on a CPU openvino and onnxruntime where importable,
+                at each precision) on one crop
+  <engine> bN   the same on --batch crops (and with 2 batches in flight where it overlaps)
+  <engine> 4 cams  four camera threads feeding CropQueue -> InferenceWorker at 1.25x
+                capacity (the daemon's real path, drops and all); latency is put -> sink
 On a GPU it also measures the raw forward ceiling (bf16, batch 256, a pre-normalised
-tensor already on the device) and our fraction of it.
+tensor already on the device) and our fraction of it. On a CPU with openvino, the ceiling
+is one large matrix multiply in fp32 and bf16 (OpenVINO's kernels), and each row's
+fraction of it counts the model's FLOPs per image (attention included).
 
 Without --checkpoint it builds a FULL-size random-init flexivit_reg1_s16_rms_ls (12 layers,
 550 classes) in a temp dir with `camtrap.tools.checkpoints.build_checkpoint`, the tests'
@@ -214,7 +218,7 @@ def overlapped_runner(clf: Any, batch: int, images: np.ndarray) -> Runner:
 
 
 def run_cameras(clf: Any, batch: int, images: np.ndarray, seconds: float, capacity: float,
-                precision: str) -> Result:
+                precision: str, patch: int) -> Result:
     """4 camera threads -> CropQueue -> InferenceWorker, offered 1.25x the batch capacity."""
     from camtrap.config.models import BatchingConfig
 
@@ -222,7 +226,7 @@ def run_cameras(clf: Any, batch: int, images: np.ndarray, seconds: float, capaci
     load = run_load(clf, batching, images, CAMERAS, 1.25 * capacity / CAMERAS, seconds,
                     ramp_s=max(1.0, 5 * batch / capacity))  # full queue, full batches
     return Result(
-        f"ours {CAMERAS} cams->queue->worker", clf.model.patch_size, precision, batch,
+        f"{engine_name(clf)} {CAMERAS} cams->queue->worker", patch, precision, batch,
         load.classified_per_s, load.p50_ms, load.p95_ms, load.classified_per_s,
         extra={"offered_per_s": load.offered_per_s, "drops": load.drops,
                "batch_sizes": load.batch_sizes},
@@ -356,6 +360,88 @@ def run_ceiling(clf: Any, seconds: float) -> Result:
                        done / elapsed, calls)
 
 
+GEMM_SIZE = 3072  # square: large enough that the kernel, not the call, is timed
+
+
+def gemm_runner(precision: str) -> Runner | None:
+    """One GEMM_SIZE^3 matrix multiply through OpenVINO at `precision` (its CPU kernels are
+    what the converted engines run on); None without openvino. A runner's "images" here
+    are multiplies: 2 * GEMM_SIZE**3 FLOPs each."""
+    try:
+        import openvino as ov
+        import openvino.opset13 as ops
+    except ImportError:
+        return None
+    n = GEMM_SIZE
+    rng = np.random.default_rng(0)
+    a = ops.parameter([n, n], ov.Type.f32)
+    b = ops.constant(rng.standard_normal((n, n), dtype=np.float32))
+    model = ov.Model([ops.matmul(a, b, False, False)], [a])
+    compiled = ov.Core().compile_model(model, "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16",
+        "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    x = rng.standard_normal((n, n), dtype=np.float32)
+
+    def one() -> int:
+        request.infer({0: x})
+        return 1
+
+    one()
+    return lambda seconds: timed_loop(one, seconds, lambda: None)
+
+
+def model_gflop(ckpt: Path, base: Any, patch: int) -> float:
+    """FLOPs of one image's forward at `patch`, attention included (SDPA counted through
+    its math path: the default counter skips CPU SDPA)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from camtrap.inference.network import load_network
+
+    loaded = load_network(ckpt, base.model_copy(update={"patch_size": patch}),
+                          torch.device("cpu"))
+    x = torch.zeros(1, 3, base.input_size, base.input_size)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(
+            display=False) as counter:
+        loaded.net(x)
+    return counter.get_total_flops() / 1e9
+
+
+def engine_name(clf: Any) -> str:
+    """torch, openvino or onnxruntime: the first word of every engine's describe()."""
+    return str(clf.describe()).split()[0]
+
+
+def engine_precision(clf: Any) -> str:
+    return str(getattr(clf, "precision", None) or clf.options.precision)
+
+
+def converted_engines(args: argparse.Namespace, device: Any) -> list[tuple[str, str]]:
+    """(engine, precision) of the CPU engines to measure beside torch: those asked for with
+    --backend, else every importable one on a CPU; openvino at fp32 plus bf16 where native
+    (or the --precision values it has), onnxruntime at fp32."""
+    from camtrap.inference.convert import engine_available, require_package
+    from camtrap.inference.openvino_backend import native_bf16
+
+    wanted = args.backend or (["openvino", "onnxruntime"] if device.type == "cpu" else [])
+    found: list[tuple[str, str]] = []
+    for engine in ("openvino", "onnxruntime"):
+        if engine not in wanted or not engine_available(engine):
+            continue
+        if engine == "onnxruntime":
+            found.append((engine, "fp32"))
+            continue
+        if args.precision:
+            precisions = [p for p in args.precision if p in ("fp32", "bf16")] or ["fp32"]
+        else:
+            precisions = ["fp32"] + (["bf16"] if native_bf16(require_package(engine).Core())
+                                     else [])
+        found += [(engine, p) for p in precisions]
+    return found
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -377,6 +463,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="take patch size, device and precision "
                    "defaults from this config file")
     p.add_argument("--compile", action="store_true", help="torch.compile ours")
+    p.add_argument("--backend", nargs="+", choices=["torch", "openvino", "onnxruntime"],
+                   help="engines to measure (default: torch, plus openvino and onnxruntime "
+                        "on a CPU where importable)")
     p.add_argument("--find-cameras", action="store_true",
                    help="instead: how many cameras at --crop-rate crops/s each the classifier "
                         "sustains with no crop dropped and p95 within --max-p95")
@@ -424,22 +513,37 @@ def run_bench(argv: list[str]) -> int:
     images = bench_images(max(64, 2 * args.batch), base.input_size)  # a whole batch each
     results: list[Result] = []
     capacity: list[dict[str, Any]] = []
+    engines = [] if args.find_cameras else converted_engines(args, device)
     with tempfile.TemporaryDirectory(prefix="camtrap-bench-") as tmp:
         ckpt = args.checkpoint or build_checkpoint(
             Path(tmp) / f"{MODEL_NAME}.pt", FULL_CLASSES, num_layers=FULL_LAYERS)
+        base = base.model_copy(update={"models_dir": Path(tmp) / "models"})
         for patch in patches:
-            cfgs = [base.model_copy(update={"path": ckpt, "patch_size": patch, "precision": p,
-                                            "compile": args.compile}) for p in precisions]
+            cfgs = [] if args.backend and "torch" not in args.backend else [
+                base.model_copy(update={"path": ckpt, "patch_size": patch, "precision": p,
+                                        "compile": args.compile}) for p in precisions]
             if args.find_cameras:
                 capacity += [capacity_search(args, cfg, images) for cfg in cfgs]
             else:
-                results += bench_patch(args, ckpt, device, patch, cfgs, images, sync)
+                converted = [converted_config(base, ckpt, patch, e, p) for e, p in engines]
+                results += bench_patch(args, ckpt, device, patch, cfgs + converted, images,
+                                       sync)
     load = f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
     if args.find_cameras:
         report_capacity(capacity, f"{device_name(device)}; {load}", args)
     else:
         report(results, f"{device_name(device)}; {load}", args.json)
     return 0
+
+
+def converted_config(base: Any, ckpt: Path, patch: int, engine: str, precision: str) -> Any:
+    """The model config that runs `engine` at `precision` on `ckpt`."""
+    from camtrap.config.models import ModelConfig
+
+    data = {**base.model_dump(), "path": ckpt, "patch_size": patch, "device": "cpu",
+            "precision": "auto", "compile": False, "threads": 0,
+            "backend": {"type": engine, "precision": precision}}
+    return ModelConfig.model_validate(data)
 
 
 def capacity_search(args: argparse.Namespace, cfg: Any, images: np.ndarray) -> dict[str, Any]:
@@ -480,37 +584,65 @@ def report_capacity(capacity: list[dict[str, Any]], device: str,
 
 def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, cfgs: list[Any],
                 images: np.ndarray, sync: Callable[[], None]) -> list[Result]:
-    """Reference and ours at one patch size, every precision; ratios to the reference."""
-    from camtrap.inference.torch_backend import TorchBackend
+    """Reference and every engine at one patch size, every precision, interleaved; ratios
+    to the reference, and on a CPU fractions of the GEMM ceiling measured alongside."""
+    from camtrap.inference.factory import make_backend
 
-    classifiers = [TorchBackend(cfg, max_batch=args.batch) for cfg in cfgs]
-    names = [str(clf.dtype).removeprefix("torch.") for clf in classifiers]
+    classifiers, load_s = [], []
+    for cfg in cfgs:
+        started = time.perf_counter()  # conversion (first use) + compile + load
+        classifiers.append(make_backend(cfg, args.batch))
+        load_s.append(round(time.perf_counter() - started, 2))
+    names = [engine_precision(clf) for clf in classifiers]
     runners = [reference_runner(ckpt, device, patch, images, sync)]
     for clf in classifiers:
         runners += [ours_runner(clf, 1, images, sync), ours_runner(clf, args.batch, images, sync)]
         if clf.max_in_flight > 1:
             runners.append(overlapped_runner(clf, args.batch, images))
-    measured = iter(interleave(runners, args.seconds, args.rounds))
+    gemms: dict[str, Runner] = {}
+    if device.type == "cpu":
+        gemms = {p: r for p in ("fp32", "bf16") if (r := gemm_runner(p)) is not None}
+    measured = iter(interleave(runners + list(gemms.values()), args.seconds, args.rounds))
     ref = make_result("reference (birder, 1 PIL image)", patch, "fp32", 1, *next(measured))
     section = [ref]
-    for clf, name in zip(classifiers, names, strict=True):
-        b1 = make_result("ours batch 1", patch, name, 1, *next(measured))
-        bn = make_result(f"ours batch {args.batch}", patch, name, args.batch, *next(measured))
-        ours = [bn]
+    per_engine: list[tuple[Any, list[Result]]] = []
+    for clf, name, took in zip(classifiers, names, load_s, strict=True):
+        label = engine_name(clf)
+        b1 = make_result(f"{label} batch 1", patch, name, 1, *next(measured), load_s=took)
+        bn = make_result(f"{label} batch {args.batch}", patch, name, args.batch,
+                         *next(measured))
+        ours = [b1, bn]
         if clf.max_in_flight > 1:
-            ours.append(make_result(f"ours batch {args.batch}, 2 in flight", patch, name,
-                                    args.batch, *next(measured)))
-        cams = run_cameras(clf, args.batch, images, 2 * args.seconds, bn.images_per_s, name)
-        section += [b1, *ours, cams]
+            ours.append(make_result(f"{label} batch {args.batch}, {clf.max_in_flight} in "
+                                    "flight", patch, name, args.batch, *next(measured)))
+        per_engine.append((clf, ours))
+    ceilings = {p: make_result(f"ceiling: {p} GEMM {GEMM_SIZE}^3 (openvino)", patch, p, 1,
+                               *next(measured)) for p in gemms}
+    gflop = model_gflop(ckpt, cfgs[0], patch) if ceilings and cfgs else None
+    for ceiling in ceilings.values():
+        ceiling.extra["gflop_per_s"] = round(
+            ceiling.median_images_per_s * 2 * GEMM_SIZE**3 / 1e9, 1)
+    for clf, ours in per_engine:
+        best = max(ours, key=lambda r: r.median_images_per_s)
+        cams = run_cameras(clf, args.batch, images, 2 * args.seconds, best.images_per_s,
+                           best.precision, patch)
+        section += [*ours, cams]
         if device.type == "cuda":
             ceiling = run_ceiling(clf, args.seconds)
-            for r in ours:
+            for r in ours[1:]:
                 r.extra["fraction_of_ceiling"] = round(
                     r.median_images_per_s / ceiling.median_images_per_s, 3)
             section.append(ceiling)
+    if gflop is not None:
+        for r in section:
+            ceiling = ceilings.get("bf16" if "bf16" in r.precision else "fp32")
+            if ceiling is not None and r.batch >= 1:
+                r.extra["fraction_of_ceiling"] = round(
+                    r.median_images_per_s * gflop / ceiling.extra["gflop_per_s"], 3)
+        ref.extra["gflop_per_image"] = round(gflop, 2)
     for r in section:
         r.ratio_to_reference = round(r.median_images_per_s / ref.median_images_per_s, 2)
-    return section
+    return section + list(ceilings.values())
 
 
 def report(results: list[Result], device: str, as_json: bool) -> None:
@@ -526,9 +658,10 @@ def report(results: list[Result], device: str, as_json: bool) -> None:
     print("-" * len(header))
     for r in results:
         extra = " ".join(f"{k}={v}" for k, v in r.extra.items())
+        ratio = "-" if r.ratio_to_reference is None else f"{r.ratio_to_reference:.2f}"
         print(f"{r.path:38s} {r.patch:5d} {r.precision:>8s} {r.images_per_s:7.2f} "
               f"{r.median_images_per_s:9.2f} {r.p50_ms:8.1f} {r.p95_ms:8.1f} "
-              f"{r.ratio_to_reference:6.2f}  {extra}")
+              f"{ratio:>6s}  {extra}")
 
 
 def main(argv: list[str] | None = None) -> int:

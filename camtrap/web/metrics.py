@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from camtrap.status import CameraSnapshot, StatusSnapshot
+from camtrap.status import MQTT_STATES, CameraSnapshot, StatusSnapshot
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -93,5 +93,15 @@ class _SnapshotCollector(Collector):
         yield GaugeMetricFamily("camtrap_visits_open", "Visits in progress", value=s.visits_open)
         yield GaugeMetricFamily("camtrap_mqtt_connected", "1 while connected to the broker",
                                 value=float(bool(s.mqtt_connected)))
+        if s.mqtt is not None:
+            state = GaugeMetricFamily("camtrap_mqtt_state",
+                                      "1 for the broker link's state (healthz mqtt.state)",
+                                      labels=["state"])
+            for name in MQTT_STATES:
+                state.add_metric([name], float(s.mqtt.state == name))
+            yield state
+            yield GaugeMetricFamily("camtrap_mqtt_held_messages",
+                                    "Outbox messages the broker refused, kept for a retry",
+                                    value=s.mqtt.held)
         yield GaugeMetricFamily("camtrap_healthy", "1 while every thread makes progress",
                                 value=float(s.healthy))

@@ -51,8 +51,8 @@ class Changes:
 
 def camera_changes(old: Config, new: Config) -> tuple[tuple[str, ...], tuple[CameraConfig, ...]]:
     """(names to stop, configs to start): a camera whose settings changed is restarted, and
-    every camera when the shared motion or region settings changed."""
-    shared = (new.motion, new.regions) != (old.motion, old.regions)
+    every camera when the shared motion, region or track settings changed."""
+    shared = (new.motion, new.regions, new.tracks) != (old.motion, old.regions, old.tracks)
     running = {c.name: c for c in old.cameras if c.enabled}
     wanted = {c.name: c for c in new.cameras if c.enabled}
     stop = tuple(n for n, c in running.items() if shared or wanted.get(n) != c)
@@ -73,7 +73,7 @@ def plan(old: Config, new: Config) -> tuple[Config, Changes]:
         logging=new.logging != old.logging,
         backend=backend,
         batching=new.batching != old.batching,
-        visits=backend or new.visits != old.visits,
+        visits=backend or (new.visits, new.tracks) != (old.visits, old.tracks),
         cameras_stop=stop,
         cameras_start=start,
         jobs=any(getattr(new, k) != getattr(old, k) for k in jobs_inputs),
@@ -103,7 +103,7 @@ def prepare(path: Path, old: Config, labels: list[str], load_backend: LoadBacken
         tracker = None
         if changes.visits:
             tracker = VisitTracker(new.visits, backend.labels if backend else labels,
-                                   new.storage.jpeg_quality)
+                                   new.storage.jpeg_quality, new.tracks)
         extra = build(new, changes) if build is not None else {}
     except BaseException:
         if backend is not None:

@@ -66,7 +66,8 @@ class Service:
                            tz=self.tz)
         self.queue = CropQueue(cfg.batching.queue_size)
         self.inference = InferenceWorker(backend, self.queue, cfg.batching, self._on_predictions)
-        self.tracker = VisitTracker(cfg.visits, backend.labels, cfg.storage.jpeg_quality)
+        self.tracker = VisitTracker(cfg.visits, backend.labels, cfg.storage.jpeg_quality,
+                                    cfg.tracks)
         self._visits_lock = threading.Lock()  # the tracker: inference thread and main thread
         self.sink = EventSink(self.store, self.tz, socket.gethostname(),
                               [c.name for c in cfg.cameras], cfg.mqtt.publish_crops)
@@ -88,7 +89,7 @@ class Service:
 
     def _make_camera(self, cam: CameraConfig) -> CameraWorker:
         worker = CameraWorker(cam, self.cfg.motion, self.cfg.regions, self.backend.input_size,
-                              self.queue.put)
+                              self.queue.put, self.cfg.tracks)
         state = self._active.get(cam.name)
         if state is not None:
             worker.set_active(state.active, state.describe())

@@ -655,3 +655,13 @@ def test_port_in_use_fails_the_start(site: Site) -> None:
         busy.listen(1)
         with pytest.raises(OSError, match="cannot listen"):
             WebServer(site.app, "127.0.0.1", busy.getsockname()[1])
+
+
+def test_the_box_on_the_context_frame_is_x_y_w_h_of_the_frame() -> None:
+    from types import SimpleNamespace
+
+    from camtrap.web.pages import _frame_box
+
+    visit = SimpleNamespace(box=(160, 90, 320, 180), frame_size=(640, 360),
+                            context_file="crops/x-context.jpg")
+    assert _frame_box(visit) == {"x": 25.0, "y": 25.0, "w": 50.0, "h": 50.0, "ratio": 640 / 360}

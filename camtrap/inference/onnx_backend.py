@@ -74,6 +74,10 @@ class OnnxRuntimeBackend:
                                     providers=["CPUExecutionProvider"])
 
     @property
+    def precision(self) -> str:
+        return self.options.precision
+
+    @property
     def max_batch(self) -> int:
         return self._max_batch
 

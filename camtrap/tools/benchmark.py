@@ -118,19 +118,48 @@ def timed_loop(fn: Callable[[], int], seconds: float,
     return done, time.perf_counter() - start, calls
 
 
-def interleave(runners: list[Runner], seconds: float,
-               rounds: int) -> list[tuple[float, list[float]]]:
-    """Each runner gets `seconds` in total, in `rounds` turns; (images/s, latencies) each."""
+def interleave(runners: list[Runner], seconds: float, rounds: int,
+               gate: Callable[[], None] | None = None) -> list[tuple[float, list[float]]]:
+    """Each runner gets `seconds` in total, in `rounds` turns; (images/s, latencies) each.
+    `gate` runs before every turn (`wait_quiet` on a shared machine)."""
     done = [0] * len(runners)
     elapsed = [0.0] * len(runners)
     calls: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
         for i, run in enumerate(runners):
+            if gate is not None:
+                gate()
             n, took, latencies = run(seconds / rounds)
             done[i] += n
             elapsed[i] += took
             calls[i] += latencies
     return [(n / took, lat) for n, took, lat in zip(done, elapsed, calls, strict=True)]
+
+
+def others_cpu(window_s: float = 0.25) -> float:
+    """Cores other processes kept busy over `window_s`: /proc/stat's busy time minus ours.
+    NaN where /proc/stat cannot be read."""
+
+    def busy() -> float:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        ticks = [int(v) for v in fields]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        before, ours = busy(), time.process_time()
+        time.sleep(window_s)
+        return max(0.0, (busy() - before - (time.process_time() - ours)) / window_s)
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def wait_quiet(threshold: float, max_wait_s: float) -> None:
+    """Wait until other processes use under `threshold` cores (at most `max_wait_s`): on a
+    shared machine a turn that starts under someone else's burst measures them, not us."""
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline and not others_cpu() < threshold:
+        pass
 
 
 def pct_ms(values: list[float]) -> tuple[float, float]:
@@ -409,13 +438,22 @@ def model_gflop(ckpt: Path, base: Any, patch: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def engine_versions(engines: list[tuple[str, str]]) -> str:
+    """'; openvino 2026.4.1, ...' for the engines measured ('' for none)."""
+    import importlib
+
+    names = sorted({engine for engine, _ in engines})
+    found = [f"{n} {importlib.import_module(n).__version__.split('-')[0]}" for n in names]
+    return "; " + ", ".join(found) if found else ""
+
+
 def engine_name(clf: Any) -> str:
     """torch, openvino or onnxruntime: the first word of every engine's describe()."""
     return str(clf.describe()).split()[0]
 
 
 def engine_precision(clf: Any) -> str:
-    return str(getattr(clf, "precision", None) or clf.options.precision)
+    return str(clf.precision)  # fp32, bf16, ... as each engine names it
 
 
 def converted_engines(args: argparse.Namespace, device: Any) -> list[tuple[str, str]]:
@@ -463,6 +501,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="take patch size, device and precision "
                    "defaults from this config file")
     p.add_argument("--compile", action="store_true", help="torch.compile ours")
+    p.add_argument("--quiet", type=float, metavar="CORES",
+                   help="before each turn, wait (up to 30 s) until other processes use under "
+                        "CORES cores: for shared machines (default: no waiting)")
     p.add_argument("--backend", nargs="+", choices=["torch", "openvino", "onnxruntime"],
                    help="engines to measure (default: torch, plus openvino and onnxruntime "
                         "on a CPU where importable)")
@@ -529,6 +570,7 @@ def run_bench(argv: list[str]) -> int:
                 results += bench_patch(args, ckpt, device, patch, cfgs + converted, images,
                                        sync)
     load = f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    load += engine_versions(engines)
     if args.find_cameras:
         report_capacity(capacity, f"{device_name(device)}; {load}", args)
     else:
@@ -602,7 +644,9 @@ def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, c
     gemms: dict[str, Runner] = {}
     if device.type == "cpu":
         gemms = {p: r for p in ("fp32", "bf16") if (r := gemm_runner(p)) is not None}
-    measured = iter(interleave(runners + list(gemms.values()), args.seconds, args.rounds))
+    gate = None if args.quiet is None else (lambda: wait_quiet(args.quiet, 30.0))
+    measured = iter(interleave(runners + list(gemms.values()), args.seconds, args.rounds,
+                               gate))
     ref = make_result("reference (birder, 1 PIL image)", patch, "fp32", 1, *next(measured))
     section = [ref]
     per_engine: list[tuple[Any, list[Result]]] = []
@@ -636,7 +680,7 @@ def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, c
     if gflop is not None:
         for r in section:
             ceiling = ceilings.get("bf16" if "bf16" in r.precision else "fp32")
-            if ceiling is not None and r.batch >= 1:
+            if ceiling is not None:
                 r.extra["fraction_of_ceiling"] = round(
                     r.median_images_per_s * gflop / ceiling.extra["gflop_per_s"], 3)
         ref.extra["gflop_per_image"] = round(gflop, 2)

@@ -333,9 +333,9 @@ def _frame_box(v: Visit) -> dict[str, float] | None:
     if v.box is None or not size or not v.context_file:
         return None
     w, h = size
-    x1, y1, x2, y2 = v.box
-    return {"x": x1 / w * 100, "y": y1 / h * 100, "w": (x2 - x1) / w * 100,
-            "h": (y2 - y1) / h * 100, "ratio": w / h}
+    x, y, bw, bh = v.box  # frame pixels, as in events
+    return {"x": x / w * 100, "y": y / h * 100, "w": bw / w * 100, "h": bh / h * 100,
+            "ratio": w / h}
 
 
 def review_page(request: Request) -> Response:

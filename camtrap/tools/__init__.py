@@ -1,1 +1,2 @@
-"""Tools that ship with the package: the classifier benchmark and the checkpoint builder."""
+"""Tools that ship with the package: the classifier benchmark, `camtrap evaluate` and the
+checkpoint builder."""

@@ -1,1 +1,2 @@
-"""The daemon's HTTP side: health and Prometheus metrics."""
+"""The daemon's HTTP side: the web interface (pages, JSON API, exports, reviews), health and
+Prometheus metrics."""

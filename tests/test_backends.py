@@ -23,10 +23,10 @@ import yaml
 from PIL import Image
 
 from camtrap.cli import main
+from camtrap.config.base import ConfigError
 from camtrap.config.loader import parse_config
 from camtrap.config.models import (
     AutoBackendConfig,
-    ConfigError,
     ModelConfig,
     OnnxRuntimeBackendConfig,
     OpenVINOBackendConfig,
@@ -174,6 +174,32 @@ def test_int8_without_nncf_names_what_to_install(checkpoint_path: Path, tmp_path
     with pytest.raises(ModelError, match=r"needs the Python package 'nncf'.*pip install nncf"):
         make_backend(cfg, 4)
     assert not list((tmp_path / "converted" / "openvino").glob("*int8*"))  # nothing kept
+
+
+@needs_openvino
+def test_an_openvino_device_that_is_not_here_is_a_clear_error(checkpoint_path: Path,
+                                                               tmp_path: Path) -> None:
+    import openvino as ov
+
+    if any(d.startswith("GPU") for d in ov.Core().available_devices):
+        pytest.skip("this machine has an OpenVINO GPU")
+    cfg = engine_cfg(checkpoint_path, tmp_path, {"type": "openvino", "device": "GPU"})
+    with pytest.raises(ModelError, match=r"model.backend.device GPU: OpenVINO has no such "
+                       r"device here \(it has CPU"):
+        make_backend(cfg, 4)
+
+
+@needs_openvino
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf is not installed")
+def test_int8_is_its_own_conversion(checkpoint_path: Path, shared_models: Path,
+                                    images: np.ndarray) -> None:
+    """Opt-in int8: quantised once (calibrated on synthetic crops), cached apart from fp32."""
+    int8 = make_backend(engine_cfg(checkpoint_path, shared_models,
+                                   {"type": "openvino", "int8": True}), 8)
+    assert int8.converted.path.name.endswith("-int8-v1")
+    assert int8.describe().startswith("openvino CPU int8+")
+    top = predict(int8, images[:8])
+    assert top.probs.shape == (8, 8) and np.all(np.diff(top.probs, axis=1) <= 0)
 
 
 # --------------------------------------------------------------------------- the cache

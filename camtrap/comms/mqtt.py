@@ -309,6 +309,13 @@ class MqttPublisher:
             self._acks[mid] = rc
         self._wake.set()
 
+    def _acknowledged(self, info: paho.MQTTMessageInfo) -> bool:
+        """The broker answered. Not `info.is_published()`: that raises for a message handed
+        over while the connection was dropping, which paho keeps and sends after the
+        reconnect, so one such message would wedge the pump."""
+        with self._ack_lock:
+            return info.mid in self._acks
+
     def _answer(self, info: paho.MQTTMessageInfo) -> ReasonCode | None:
         with self._ack_lock:
             return self._acks.pop(info.mid, None)
@@ -356,7 +363,7 @@ class MqttPublisher:
     def _settle_handed(self, now: float) -> None:
         still: list[tuple[paho.MQTTMessageInfo, OutboxMessage]] = []
         for info, row in self._handed:
-            if not info.is_published():
+            if not self._acknowledged(info):
                 still.append((info, row))
                 continue
             rc = self._answer(info)
@@ -378,7 +385,7 @@ class MqttPublisher:
             watched, self._watched = self._watched, []
         still = []
         for info, topic in watched:
-            if not info.is_published():
+            if not self._acknowledged(info):
                 still.append((info, topic))
                 continue
             rc = self._answer(info)

@@ -162,7 +162,11 @@ def load_converted(cfg: ModelConfig, engine: str, precision: str,
                     converted.path, exc)
     converted = convert_into(resolve_checkpoint(cfg), cfg, converted.key, converted.path,
                              replace=True)
-    return converted, load(converted)
+    try:
+        return converted, load(converted)
+    except Exception as exc:
+        raise ModelError(f"{converted.path}: {engine} cannot load the model it converted: "
+                         f"{exc}") from exc
 
 
 def read_converted(folder: Path, key: ConvertKey | None = None) -> Converted | None:
@@ -388,8 +392,16 @@ def quantize_int8(model: Any, key: ConvertKey) -> Any:
     nncf = require_package("nncf")
     crops = calibration_crops(128, key.input_size)
     dataset = nncf.Dataset([crops[i:i + 1] for i in range(len(crops))])
-    return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
-                         subset_size=len(crops))
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)
+    try:  # its progress bars would go to the daemon's console
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
+                contextlib.redirect_stderr(devnull):
+            return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
+                                 subset_size=len(crops))
+    finally:
+        nncf_log.setLevel(level)
 
 
 def calibration_crops(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -21,12 +21,12 @@ import numpy as np
 
 from camtrap.config.models import ModelConfig, OpenVINOBackendConfig
 from camtrap.inference.backend import TopK, check_batch
+from camtrap.inference.checkpoint import ModelError
 from camtrap.inference.convert import Converted, load_converted, require_package, top_k_rows
 
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = 2  # batches the worker may have out: one running, one being stacked
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
@@ -36,6 +36,17 @@ def native_bf16(core: Any) -> bool:
         return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except RuntimeError:
         return False
+
+
+def check_device(core: Any, device: str) -> None:
+    """A device OpenVINO does not see here is a config error, not a compile traceback."""
+    available = list(core.available_devices)
+    if device == "AUTO" or device in available:
+        return
+    if device.startswith("GPU") and any(d.startswith("GPU") for d in available):
+        return  # GPU and GPU.0 name the same first GPU; OpenVINO checks the index
+    raise ModelError(f"model.backend.device {device}: OpenVINO has no such device here "
+                     f"(it has {', '.join(available) or 'none'})")
 
 
 def compile_config(options: OpenVINOBackendConfig, core: Any) -> dict[str, str]:
@@ -89,6 +100,7 @@ class OpenVINOBackend:
         self.cfg = cfg
         self.options = options
         self._core = ov.Core()
+        check_device(self._core, options.device)
         self._config = compile_config(options, self._core)
         stored = "int8" if options.int8 else "fp32"
         self.converted: Converted

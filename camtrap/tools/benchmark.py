@@ -13,9 +13,9 @@ In one process, on the same images and the same weights, interleaved in rounds:
   <engine> 4 cams  four camera threads feeding CropQueue -> InferenceWorker at 1.25x
                 capacity (the daemon's real path, drops and all); latency is put -> sink
 On a GPU it also measures the raw forward ceiling (bf16, batch 256, a pre-normalised
-tensor already on the device) and our fraction of it. On a CPU with openvino, the ceiling
-is one large matrix multiply in fp32 and bf16 (OpenVINO's kernels), and each row's
-fraction of it counts the model's FLOPs per image (attention included).
+tensor already on the device) and our fraction of it. On a CPU the ceiling is one large
+matrix multiply in fp32 and in bf16 (through oneDNN and OpenVINO, the faster counts), and
+each row's fraction of it counts the model's FLOPs per image (attention included).
 
 Without --checkpoint it builds a FULL-size random-init flexivit_reg1_s16_rms_ls (12 layers,
 550 classes) in a temp dir with `camtrap.tools.checkpoints.build_checkpoint`, the tests'
@@ -40,6 +40,18 @@ from typing import Any
 
 import numpy as np
 
+from camtrap.tools.bench_cpu import (
+    GEMM_SIZE,
+    ceiling_fractions,
+    converted_config,
+    converted_engines,
+    engine_name,
+    engine_precision,
+    engine_versions,
+    gemm_calls,
+    model_gflop,
+    wait_quiet,
+)
 from camtrap.tools.checkpoints import FULL_CLASSES, FULL_LAYERS, NETWORK, build_checkpoint
 
 MODEL_NAME = "flexivit_reg1_s16_rms_ls_dino-v2-il-all"
@@ -134,32 +146,6 @@ def interleave(runners: list[Runner], seconds: float, rounds: int,
             elapsed[i] += took
             calls[i] += latencies
     return [(n / took, lat) for n, took, lat in zip(done, elapsed, calls, strict=True)]
-
-
-def others_cpu(window_s: float = 0.25) -> float:
-    """Cores other processes kept busy over `window_s`: /proc/stat's busy time minus ours.
-    NaN where /proc/stat cannot be read."""
-
-    def busy() -> float:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        ticks = [int(v) for v in fields]
-        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-        return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-    try:
-        before, ours = busy(), time.process_time()
-        time.sleep(window_s)
-        return max(0.0, (busy() - before - (time.process_time() - ours)) / window_s)
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def wait_quiet(threshold: float, max_wait_s: float) -> None:
-    """Wait until other processes use under `threshold` cores (at most `max_wait_s`): on a
-    shared machine a turn that starts under someone else's burst measures them, not us."""
-    deadline = time.monotonic() + max_wait_s
-    while time.monotonic() < deadline and not others_cpu() < threshold:
-        pass
 
 
 def pct_ms(values: list[float]) -> tuple[float, float]:
@@ -389,97 +375,6 @@ def run_ceiling(clf: Any, seconds: float) -> Result:
                        done / elapsed, calls)
 
 
-GEMM_SIZE = 3072  # square: large enough that the kernel, not the call, is timed
-
-
-def gemm_runner(precision: str) -> Runner | None:
-    """One GEMM_SIZE^3 matrix multiply through OpenVINO at `precision` (its CPU kernels are
-    what the converted engines run on); None without openvino. A runner's "images" here
-    are multiplies: 2 * GEMM_SIZE**3 FLOPs each."""
-    try:
-        import openvino as ov
-        import openvino.opset13 as ops
-    except ImportError:
-        return None
-    n = GEMM_SIZE
-    rng = np.random.default_rng(0)
-    a = ops.parameter([n, n], ov.Type.f32)
-    b = ops.constant(rng.standard_normal((n, n), dtype=np.float32))
-    model = ov.Model([ops.matmul(a, b, False, False)], [a])
-    compiled = ov.Core().compile_model(model, "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16",
-        "PERFORMANCE_HINT": "LATENCY"})
-    request = compiled.create_infer_request()
-    x = rng.standard_normal((n, n), dtype=np.float32)
-
-    def one() -> int:
-        request.infer({0: x})
-        return 1
-
-    one()
-    return lambda seconds: timed_loop(one, seconds, lambda: None)
-
-
-def model_gflop(ckpt: Path, base: Any, patch: int) -> float:
-    """FLOPs of one image's forward at `patch`, attention included (SDPA counted through
-    its math path: the default counter skips CPU SDPA)."""
-    import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from camtrap.inference.network import load_network
-
-    loaded = load_network(ckpt, base.model_copy(update={"patch_size": patch}),
-                          torch.device("cpu"))
-    x = torch.zeros(1, 3, base.input_size, base.input_size)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(
-            display=False) as counter:
-        loaded.net(x)
-    return counter.get_total_flops() / 1e9
-
-
-def engine_versions(engines: list[tuple[str, str]]) -> str:
-    """'; openvino 2026.4.1, ...' for the engines measured ('' for none)."""
-    import importlib
-
-    names = sorted({engine for engine, _ in engines})
-    found = [f"{n} {importlib.import_module(n).__version__.split('-')[0]}" for n in names]
-    return "; " + ", ".join(found) if found else ""
-
-
-def engine_name(clf: Any) -> str:
-    """torch, openvino or onnxruntime: the first word of every engine's describe()."""
-    return str(clf.describe()).split()[0]
-
-
-def engine_precision(clf: Any) -> str:
-    return str(clf.precision)  # fp32, bf16, ... as each engine names it
-
-
-def converted_engines(args: argparse.Namespace, device: Any) -> list[tuple[str, str]]:
-    """(engine, precision) of the CPU engines to measure beside torch: those asked for with
-    --backend, else every importable one on a CPU; openvino at fp32 plus bf16 where native
-    (or the --precision values it has), onnxruntime at fp32."""
-    from camtrap.inference.convert import engine_available, require_package
-    from camtrap.inference.openvino_backend import native_bf16
-
-    wanted = args.backend or (["openvino", "onnxruntime"] if device.type == "cpu" else [])
-    found: list[tuple[str, str]] = []
-    for engine in ("openvino", "onnxruntime"):
-        if engine not in wanted or not engine_available(engine):
-            continue
-        if engine == "onnxruntime":
-            found.append((engine, "fp32"))
-            continue
-        if args.precision:
-            precisions = [p for p in args.precision if p in ("fp32", "bf16")] or ["fp32"]
-        else:
-            precisions = ["fp32"] + (["bf16"] if native_bf16(require_package(engine).Core())
-                                     else [])
-        found += [(engine, p) for p in precisions]
-    return found
-
-
 # --------------------------------------------------------------------------- driver
 
 
@@ -578,16 +473,6 @@ def run_bench(argv: list[str]) -> int:
     return 0
 
 
-def converted_config(base: Any, ckpt: Path, patch: int, engine: str, precision: str) -> Any:
-    """The model config that runs `engine` at `precision` on `ckpt`."""
-    from camtrap.config.models import ModelConfig
-
-    data = {**base.model_dump(), "path": ckpt, "patch_size": patch, "device": "cpu",
-            "precision": "auto", "compile": False, "threads": 0,
-            "backend": {"type": engine, "precision": precision}}
-    return ModelConfig.model_validate(data)
-
-
 def capacity_search(args: argparse.Namespace, cfg: Any, images: np.ndarray) -> dict[str, Any]:
     """find_cameras for one patch size and precision, with the daemon's batching path."""
     from camtrap.config.models import BatchingConfig
@@ -641,9 +526,10 @@ def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, c
         runners += [ours_runner(clf, 1, images, sync), ours_runner(clf, args.batch, images, sync)]
         if clf.max_in_flight > 1:
             runners.append(overlapped_runner(clf, args.batch, images))
-    gemms: dict[str, Runner] = {}
+    gemms: dict[tuple[str, str], Runner] = {}
     if device.type == "cpu":
-        gemms = {p: r for p in ("fp32", "bf16") if (r := gemm_runner(p)) is not None}
+        gemms = {(p, lib): (lambda s, c=c: timed_loop(c, s, lambda: None))
+                 for p in ("fp32", "bf16") for lib, c in gemm_calls(p).items()}
     gate = None if args.quiet is None else (lambda: wait_quiet(args.quiet, 30.0))
     measured = iter(interleave(runners + list(gemms.values()), args.seconds, args.rounds,
                                gate))
@@ -660,12 +546,8 @@ def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, c
             ours.append(make_result(f"{label} batch {args.batch}, {clf.max_in_flight} in "
                                     "flight", patch, name, args.batch, *next(measured)))
         per_engine.append((clf, ours))
-    ceilings = {p: make_result(f"ceiling: {p} GEMM {GEMM_SIZE}^3 (openvino)", patch, p, 1,
-                               *next(measured)) for p in gemms}
-    gflop = model_gflop(ckpt, cfgs[0], patch) if ceilings and cfgs else None
-    for ceiling in ceilings.values():
-        ceiling.extra["gflop_per_s"] = round(
-            ceiling.median_images_per_s * 2 * GEMM_SIZE**3 / 1e9, 1)
+    ceilings = {key: make_result(f"ceiling: {key[0]} GEMM {GEMM_SIZE}^3 ({key[1]})", patch,
+                                 key[0], 1, *next(measured)) for key in gemms}
     for clf, ours in per_engine:
         best = max(ours, key=lambda r: r.median_images_per_s)
         cams = run_cameras(clf, args.batch, images, 2 * args.seconds, best.images_per_s,
@@ -677,13 +559,8 @@ def bench_patch(args: argparse.Namespace, ckpt: Path, device: Any, patch: int, c
                 r.extra["fraction_of_ceiling"] = round(
                     r.median_images_per_s / ceiling.median_images_per_s, 3)
             section.append(ceiling)
-    if gflop is not None:
-        for r in section:
-            ceiling = ceilings.get("bf16" if "bf16" in r.precision else "fp32")
-            if ceiling is not None:
-                r.extra["fraction_of_ceiling"] = round(
-                    r.median_images_per_s * gflop / ceiling.extra["gflop_per_s"], 3)
-        ref.extra["gflop_per_image"] = round(gflop, 2)
+    if ceilings and cfgs:
+        ceiling_fractions(section, ceilings, model_gflop(ckpt, cfgs[0], patch))
     for r in section:
         r.ratio_to_reference = round(r.median_images_per_s / ref.median_images_per_s, 2)
     return section + list(ceilings.values())

@@ -92,11 +92,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ModelError as exc:
         return _fail(str(exc))
     try:
-        return run_daemon(cfg, backend, load_backend, args.config)
+        code = run_daemon(cfg, backend, load_backend, args.config)
     except ValueError as exc:  # species names in visits.* that the model does not know
         return _fail(f"{args.config}: {exc}")
     except OSError as exc:
         return _fail(str(exc))
+    # Stopped cleanly: everything is stored, flushed and said. Native threads that outlive
+    # their Python owners (FFmpeg readers blocked in a read, library thread pools) can abort
+    # the interpreter's own finalisation ("terminate called without an active exception",
+    # exit -6), which systemd would count as a failure: leave without it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_fetch_model(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ every engine shares: checking a batch, chunking, and turning top-k arrays into p
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -107,6 +108,16 @@ def check_batch(images: np.ndarray, input_size: int, max_batch: int) -> None:
         )
     if len(images) > max_batch:
         raise ValueError(f"{len(images)} images in one batch, max_batch is {max_batch}")
+
+
+def warm_up_sizes(backend: Backend, sizes: Iterable[int]) -> float:
+    """Submit one blank batch of each size: the first inference of a shape pays for its
+    kernels, plans or compilation, so the first bird does not. Seconds taken."""
+    start = time.perf_counter()
+    side = backend.input_size
+    for n in sorted(set(sizes)):
+        backend.submit(np.zeros((n, side, side, 3), np.uint8)).result()
+    return time.perf_counter() - start
 
 
 def predict(backend: Backend, images: np.ndarray) -> TopK:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from camtrap.config.models import ModelConfig, OnnxRuntimeBackendConfig
-from camtrap.inference.backend import TopK, check_batch
+from camtrap.inference.backend import TopK, check_batch, warm_up_sizes
 from camtrap.inference.convert import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -110,10 +109,7 @@ class OnnxRuntimeBackend:
         return _Done(TopK(top_probs, indices, embedding if self.with_embedding else None))
 
     def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> float:
-        start = time.perf_counter()
-        for n in sorted({min(n, self.max_batch) for n in batch_sizes if n > 0}):
-            self.submit(np.zeros((n, self.input_size, self.input_size, 3), np.uint8)).result()
-        return time.perf_counter() - start
+        return warm_up_sizes(self, (min(n, self.max_batch) for n in batch_sizes if n > 0))
 
     def close(self) -> None:
         with self._lock:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from camtrap.config.models import ModelConfig, OpenVINOBackendConfig
-from camtrap.inference.backend import TopK, check_batch
+from camtrap.inference.backend import TopK, check_batch, warm_up_sizes
 from camtrap.inference.checkpoint import ModelError
 from camtrap.inference.convert import Converted, load_converted, require_package, top_k_rows
 
@@ -167,10 +166,7 @@ class OpenVINOBackend:
 
     def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> float:
         """Run each batch size once: the first inference of a shape pays for its kernels."""
-        start = time.perf_counter()
-        for n in sorted({min(n, self.max_batch) for n in batch_sizes if n > 0}):
-            self.submit(np.zeros((n, self.input_size, self.input_size, 3), np.uint8)).result()
-        return time.perf_counter() - start
+        return warm_up_sizes(self, (min(n, self.max_batch) for n in batch_sizes if n > 0))
 
     def close(self) -> None:
         with self._lock:

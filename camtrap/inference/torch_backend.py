@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from camtrap.config.models import ModelConfig
-from camtrap.inference.backend import TopK, bucket_sizes, check_batch
+from camtrap.inference.backend import TopK, bucket_sizes, check_batch, warm_up_sizes
 from camtrap.inference.checkpoint import resolve_checkpoint
 from camtrap.inference.network import (
     LoadedModel,
@@ -134,11 +133,8 @@ class TorchBackend:
     def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> float:
         """Run each batch size once (as the bucket it pads to) so the first real crops don't
         pay for graph capture, cuDNN plans or compiling; seconds."""
-        start = time.perf_counter()
-        sizes = {self._bucket(min(n, self.max_batch)) for n in batch_sizes if n > 0}
-        for n in sorted(sizes):
-            self.submit(np.zeros((n, self.input_size, self.input_size, 3), np.uint8)).result()
-        return time.perf_counter() - start
+        return warm_up_sizes(self, (self._bucket(min(n, self.max_batch))
+                                    for n in batch_sizes if n > 0))
 
     def close(self) -> None:
         with self._lock:

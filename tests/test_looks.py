@@ -83,6 +83,9 @@ def test_frame_processor_classifies_only_the_looks_worth_taking() -> None:
     sent = sum(len(r.crops) for r in moving)
     assert 3 <= sent <= len(moving) / 5 and proc.looks_skipped == len(moving) - sent
     assert all(moving[i].classified[0] for i in range(3))  # first looks at once
+    # each classified crop carries its frame, downscaled, for the visit page
+    assert all(c.context_jpeg and c.context_jpeg[:2] == b"\xff\xd8"
+               for r in moving for c in r.crops)
 
 
 def test_tracks_off_classifies_every_region() -> None:
@@ -96,3 +99,4 @@ def test_tracks_off_classifies_every_region() -> None:
     r = proc.process(Frame("c", 0.2, 2, img))
     assert r.regions and r.classified == [True] * len(r.regions)
     assert r.track_ids == [None] * len(r.regions) and r.crops[0].track_id is None
+    assert r.crops[0].context_jpeg is not None

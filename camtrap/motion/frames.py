@@ -81,8 +81,8 @@ class FrameProcessor:
         regions = plan_regions(motion.boxes, fw, fh, self.regions_cfg)
         if self.tracks_cfg is None:
             crops = self._crops(frame, regions, [None] * len(regions)) if regions else []
-            return FrameResult(frame, motion, regions, crops, [None] * len(regions),
-                               [True] * len(regions))
+            return FrameResult(frame, motion, regions, _with_context(frame, crops),
+                               [None] * len(regions), [True] * len(regions))
         return self._sample(frame, motion, regions, self.tracks_cfg)
 
     def _sample(
@@ -102,7 +102,8 @@ class FrameProcessor:
             sent.append(go)
         self.looks_skipped += sent.count(False)
         chosen = [c for c, go in zip(crops, sent, strict=True) if go]
-        return FrameResult(frame, motion, regions, chosen, list(ids), sent)
+        return FrameResult(frame, motion, regions, _with_context(frame, chosen), list(ids),
+                           sent)
 
     def reset(self) -> None:
         """The scene will have changed (a pause): motion starts afresh, tracks end. Ids go
@@ -122,7 +123,6 @@ class FrameProcessor:
             dh, dw = source.shape[:2]
             cut = scale_boxes(regions, dw / fw, dh / fh, (dw, dh))
             self.crops_from_detect += len(regions)
-        context = context_jpeg(frame.image)  # once per frame, shared by its crops
         return [
             Crop(
                 camera=frame.camera,
@@ -131,10 +131,17 @@ class FrameProcessor:
                 box=region,
                 frame_size=(fw, fh),
                 image=cut_crop(source, c, self.input_size),
-                context_jpeg=context,
                 mono=frame.mono,
                 track_id=tid,
             )
             for region, c, tid in zip(regions, cut, ids, strict=True)
         ]
 
+
+def _with_context(frame: Frame, crops: list[Crop]) -> list[Crop]:
+    """The classified crops with the frame they came from, downscaled: encoded once per
+    frame, and only for frames whose crops go to the classifier."""
+    if not crops:
+        return crops
+    context = context_jpeg(frame.image)
+    return [dataclasses.replace(c, context_jpeg=context) for c in crops]

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 
 import numpy as np
 
-from camtrap.inference.backend import TopK, check_batch
+from camtrap.inference.backend import Prediction, TopK, check_batch
 
 
 class NumpyBackend:
@@ -60,3 +62,20 @@ class _NumpyPending:
     def result(self) -> TopK:
         self.backend.out -= 1
         return self.top
+
+
+class Collector:
+    """An inference worker's sink that keeps what it is given, for the worker tests."""
+
+    def __init__(self) -> None:
+        self.predictions: list[Prediction] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, predictions: list[Prediction]) -> None:
+        with self.lock:
+            self.predictions.extend(predictions)
+
+    def wait_for(self, n: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.predictions) < n and time.monotonic() < deadline:
+            time.sleep(0.01)

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,12 +32,13 @@ from camtrap.config.models import (
     TorchBackendConfig,
 )
 from camtrap.inference import convert, factory
-from camtrap.inference.backend import Backend, Prediction, TopK, predict
+from camtrap.inference.backend import Backend, TopK, predict
 from camtrap.inference.checkpoint import ModelError
 from camtrap.inference.factory import make_backend, resolve_backend
 from camtrap.inference.openvino_backend import native_bf16
 from camtrap.motion.regions import Crop
 from camtrap.tools.checkpoints import RGB_STATS, build_checkpoint
+from tests.backends import Collector
 from tests.images import textured_images
 
 CAMERAS = "cameras: [{name: feeder, url: clip.mp4}]\n"
@@ -311,21 +311,6 @@ def test_a_damaged_cached_model_is_converted_again(
 
 
 # --------------------------------------------------------------------------- in the worker
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.predictions: list[Prediction] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, predictions: list[Prediction]) -> None:
-        with self.lock:
-            self.predictions.extend(predictions)
-
-    def wait_for(self, n: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while len(self.predictions) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

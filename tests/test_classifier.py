@@ -39,7 +39,7 @@ from camtrap.inference.torch_backend import TorchBackend
 from camtrap.inference.worker import InferenceWorker
 from camtrap.motion.regions import Crop
 from camtrap.tools.checkpoints import build_checkpoint
-from tests.backends import NumpyBackend
+from tests.backends import Collector, NumpyBackend
 from tests.images import textured_images
 
 NETWORK = "flexivit_reg1_s16_rms_ls"
@@ -477,21 +477,6 @@ def test_closed_queue_hands_out_the_rest_without_waiting() -> None:
 
 
 # --------------------------------------------------------------------------- InferenceWorker
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.predictions: list[Prediction] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, predictions: list[Prediction]) -> None:
-        with self.lock:
-            self.predictions.extend(predictions)
-
-    def wait_for(self, n: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while len(self.predictions) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 def fed_worker(backend: Backend, crops: list[Crop],
